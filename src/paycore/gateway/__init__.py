@@ -1,0 +1,1 @@
+"""The gateway port and its EPX implementation. Capabilities reach EPX only through `port`."""

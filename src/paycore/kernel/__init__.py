@@ -1,0 +1,1 @@
+"""Shared, pure domain vocabulary: money, ids, errors, clock."""

@@ -1,0 +1,1 @@
+"""Shared infrastructure: database, resilience, observability, shutdown, task tracking."""

@@ -1,0 +1,1 @@
+"""Deadlines, retries with backoff and jitter, circuit breakers."""
