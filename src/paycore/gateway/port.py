@@ -64,9 +64,7 @@ class GatewayRequest(msgspec.Struct, frozen=True, kw_only=True):
     fields: tuple[tuple[str, str], ...]
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={'[REDACTED]' if k in _SENSITIVE_FIELDS else v}" for k, v in self.fields
-        )
+        shown = ", ".join(f"{k}={'[REDACTED]' if k in _SENSITIVE_FIELDS else v}" for k, v in self.fields)
         return f"GatewayRequest({self.operation.value}, {shown})"
 
     __str__ = __repr__
@@ -94,6 +92,13 @@ class GatewayResponse(msgspec.Struct, frozen=True, kw_only=True):
     ntid: str | None = None
     tran_nbr: int | None = None
     batch_id: str | None = None
+    # Echo of the request's AMOUNT (not always present; AUTH_AMOUNT is the approved amount).
+    amount_cents: int | None = None
+    # Documented fields stored raw (PROC_CODE, SYS_TRACE_NUM, AUTH_TRAN_DATE_GMT, NETWORK_RESPONSE,
+    # TRAN_GROUP). Never card, bank or token data.
+    extras: tuple[tuple[str, str], ...] = ()
+    # Names (never values) of keys the parser did not recognise, for diagnostics (§3.1).
+    unknown_keys: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
