@@ -168,13 +168,19 @@ class Settings:
         secret=True,
     )
     admin_token: str | None = _env(
-        "PAYCORE_ADMIN_TOKEN", None, str, "bearer token for /v1/admin endpoints; unset = disabled", secret=True
+        "PAYCORE_ADMIN_TOKEN",
+        None,
+        str,
+        "bearer token for /v1/admin endpoints; unset = disabled",
+        secret=True,
     )
     # --- gateway (EPX) -----------------------------------------------------------------------
     epx_server_post_url: str = _env(
         "PAYCORE_EPX_SERVER_POST_URL", None, _url, "EPX Server Post URL (required; the simulator in dev)"
     )
-    epx_key_exchange_url: str | None = _env("PAYCORE_EPX_KEY_EXCHANGE_URL", None, _url, "EPX Key Exchange URL")
+    epx_key_exchange_url: str | None = _env(
+        "PAYCORE_EPX_KEY_EXCHANGE_URL", None, _url, "EPX Key Exchange URL"
+    )
     epx_browser_post_url: str | None = _env(
         "PAYCORE_EPX_BROWSER_POST_URL", None, _url, "EPX Browser Post form target"
     )
@@ -238,7 +244,10 @@ class Settings:
     )
     # --- timeout hierarchy -------------------------------------------------------------------
     request_timeout: float = _env(
-        "PAYCORE_REQUEST_TIMEOUT", "60s", _pos_duration, "request deadline (X-Request-Timeout-Ms may lower it)"
+        "PAYCORE_REQUEST_TIMEOUT",
+        "60s",
+        _pos_duration,
+        "request deadline (X-Request-Timeout-Ms may lower it)",
     )
     service_timeout: float = _env("PAYCORE_SERVICE_TIMEOUT", "50s", _pos_duration, "service call")
     service_critical_timeout: float = _env(
@@ -253,7 +262,9 @@ class Settings:
     gateway_attempt_timeout: float = _env(
         "PAYCORE_GATEWAY_ATTEMPT_TIMEOUT", "10s", _pos_duration, "one gateway attempt"
     )
-    gateway_max_attempts: int = _env("PAYCORE_GATEWAY_MAX_ATTEMPTS", "3", _pos_int, "attempts per gateway call")
+    gateway_max_attempts: int = _env(
+        "PAYCORE_GATEWAY_MAX_ATTEMPTS", "3", _pos_int, "attempts per gateway call"
+    )
     gateway_connect_timeout: float = _env(
         "PAYCORE_GATEWAY_CONNECT_TIMEOUT", "5s", _pos_duration, "TCP/TLS connect to the gateway"
     )
@@ -281,9 +292,7 @@ class Settings:
     gateway_cb_failure_rate: float = _env(
         "PAYCORE_GATEWAY_CB_FAILURE_RATE", "0.6", _ratio, "failure-rate trip, gateway breakers"
     )
-    reporting_timeout: float = _env(
-        "PAYCORE_REPORTING_TIMEOUT", "30s", _pos_duration, "reporting API call"
-    )
+    reporting_timeout: float = _env("PAYCORE_REPORTING_TIMEOUT", "30s", _pos_duration, "reporting API call")
     # --- payments ----------------------------------------------------------------------------
     max_transaction_depth: int = _env(
         "PAYCORE_MAX_TRANSACTION_DEPTH", "10", _pos_int, "max parent chain on write"
@@ -300,7 +309,9 @@ class Settings:
     header_read_timeout: float = _env(
         "PAYCORE_HEADER_READ_TIMEOUT", "5s", _pos_duration, "request header read limit"
     )
-    body_read_timeout: float = _env("PAYCORE_BODY_READ_TIMEOUT", "10s", _pos_duration, "request body read limit")
+    body_read_timeout: float = _env(
+        "PAYCORE_BODY_READ_TIMEOUT", "10s", _pos_duration, "request body read limit"
+    )
     h2_max_streams: int = _env("PAYCORE_H2_MAX_STREAMS", "250", _pos_int, "HTTP/2 concurrent streams")
     h2_max_frame: int = _env("PAYCORE_H2_MAX_FRAME", "1048576", _pos_int, "HTTP/2 max frame size")
     backpressure: int = _env(
@@ -316,7 +327,9 @@ class Settings:
     merchant_cache_enabled: bool = _env(
         "PAYCORE_MERCHANT_CACHE_ENABLED", "true", parse_bool, "credential cache (kill switch)"
     )
-    merchant_cache_ttl: float = _env("PAYCORE_MERCHANT_CACHE_TTL", "5m", _pos_duration, "credential cache TTL")
+    merchant_cache_ttl: float = _env(
+        "PAYCORE_MERCHANT_CACHE_TTL", "5m", _pos_duration, "credential cache TTL"
+    )
     merchant_cache_max_size: int = _env(
         "PAYCORE_MERCHANT_CACHE_MAX_SIZE", "1000", _pos_int, "credential cache entries"
     )
@@ -396,7 +409,9 @@ class Settings:
         "PAYCORE_OTLP_ENDPOINT", None, _url, "OTLP/HTTP collector; unset = spans not exported"
     )
     trace_sample_ratio: float = _env("PAYCORE_TRACE_SAMPLE_RATIO", "0.1", _ratio, "root sampling ratio")
-    task_leak_interval: float = _env("PAYCORE_TASK_LEAK_INTERVAL", "30s", _pos_duration, "task monitor period")
+    task_leak_interval: float = _env(
+        "PAYCORE_TASK_LEAK_INTERVAL", "30s", _pos_duration, "task monitor period"
+    )
     task_leak_threshold: int = _env(
         "PAYCORE_TASK_LEAK_THRESHOLD", "100", _pos_int, "tasks above baseline that count as a leak"
     )
@@ -434,8 +449,7 @@ class Settings:
 def variables() -> list[tuple[str, str | None, str]]:
     """(name, default, meaning) for every variable, in declaration order."""
     return [
-        (f.metadata["env"], f.metadata["default"], f.metadata["doc"])
-        for f in dataclasses.fields(Settings)
+        (f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in dataclasses.fields(Settings)
     ]
 
 

@@ -51,7 +51,9 @@ PAYMENT_NOT_CAPTURABLE = _spec("payment_not_capturable", 409, "The payment canno
 PAYMENT_NOT_REFUNDABLE = _spec("payment_not_refundable", 409, "The payment cannot be refunded")
 PAYMENT_NOT_VOIDABLE = _spec("payment_not_voidable", 409, "The payment cannot be voided")
 PAYMENT_ALREADY_VOIDED = _spec("payment_already_voided", 409, "The payment has been voided")
-PAYMENT_SETTLED = _spec("payment_settled", 409, "The batch has settled: refund the payment instead of voiding")
+PAYMENT_SETTLED = _spec(
+    "payment_settled", 409, "The batch has settled: refund the payment instead of voiding"
+)
 PAYMENT_OUTCOME_UNKNOWN = _spec(
     "payment_outcome_unknown", 409, "The payment's gateway outcome is still being reconciled"
 )

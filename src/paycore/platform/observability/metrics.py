@@ -88,19 +88,13 @@ DB_POOL_MAX = Gauge("db_pool_max_connections", "Pool max size", multiprocess_mod
 DB_POOL_MIN = Gauge("db_pool_min_connections", "Pool min size", multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("db_pool_size", "Open pool connections", multiprocess_mode="livesum")
 DB_POOL_IDLE = Gauge("db_pool_idle_connections", "Idle pool connections", multiprocess_mode="livesum")
-DB_POOL_ACQUIRED = Gauge(
-    "db_pool_acquired_connections", "Connections in use", multiprocess_mode="livesum"
-)
+DB_POOL_ACQUIRED = Gauge("db_pool_acquired_connections", "Connections in use", multiprocess_mode="livesum")
 DB_POOL_WAITERS = Gauge(
     "db_pool_waiting_acquires", "Tasks waiting for a pooled connection", multiprocess_mode="livesum"
 )
 DB_POOL_ACQUIRES = Counter("db_pool_acquire_total", "Pool acquires")
-DB_POOL_EMPTY_ACQUIRES = Counter(
-    "db_pool_empty_acquire_total", "Acquires that began with no idle connection"
-)
-DB_POOL_CANCELED_ACQUIRES = Counter(
-    "db_pool_canceled_acquire_total", "Acquires cancelled or timed out"
-)
+DB_POOL_EMPTY_ACQUIRES = Counter("db_pool_empty_acquire_total", "Acquires that began with no idle connection")
+DB_POOL_CANCELED_ACQUIRES = Counter("db_pool_canceled_acquire_total", "Acquires cancelled or timed out")
 DB_POOL_ACQUIRE_DURATION = Histogram(
     "db_pool_acquire_duration_seconds",
     "Wait for a pooled connection",
@@ -113,8 +107,23 @@ DB_QUERY_DURATION = Histogram(
     "Query latency by static query name",
     ["query", "status"],
     buckets=(
-        0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512,
-        1.024, 1.6, 2.048, 4, 12, 24, 48,
+        0.001,
+        0.002,
+        0.004,
+        0.008,
+        0.016,
+        0.032,
+        0.064,
+        0.128,
+        0.256,
+        0.512,
+        1.024,
+        1.6,
+        2.048,
+        4,
+        12,
+        24,
+        48,
     ),
 )
 DB_QUERY_ERRORS = Counter("db_query_errors_total", "Query errors", ["query", "error_type"])
@@ -128,9 +137,7 @@ DB_QUERIES_PER_REQUEST = Histogram(
     "db_queries_per_request", "Queries per request", ["route"], buckets=(1, 2, 3, 5, 10, 20, 50)
 )
 # --- idempotency, reconciliation ------------------------------------------------------------------
-IDEMPOTENCY_OUTCOMES = Counter(
-    "idempotency_requests_total", "Idempotency-Key outcomes", ["outcome"]
-)
+IDEMPOTENCY_OUTCOMES = Counter("idempotency_requests_total", "Idempotency-Key outcomes", ["outcome"])
 RECONCILIATIONS = Counter(
     "payment_reconciliations_total", "Unknown/pending transactions resolved", ["result"]
 )

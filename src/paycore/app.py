@@ -1,0 +1,259 @@
+"""The ASGI application: routes of each capability, middleware, error rendering, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.config.compression import CompressionConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from paycore import __version__
+from paycore.bootstrap import Container, build_container
+from paycore.config import Settings, load_settings
+from paycore.idempotency.model import Replay
+from paycore.kernel import errors
+from paycore.kernel.errors import PaycoreError
+from paycore.merchants.model import Principal
+from paycore.middleware import RequestEnvelope
+from paycore.payments.api import PaymentController
+from paycore.payments.service import PaymentService
+from paycore.platform.context import current_request_id
+from paycore.platform.db import migrate
+from paycore.platform.db.pool import PING
+from paycore.platform.observability import metrics as m
+from paycore.platform.observability.logging import configure_logging, flush_logs
+from paycore.platform.shutdown import Lifecycle, install_drain_handlers, run_phase
+
+log = structlog.get_logger("paycore.app")
+_encode = msgspec.json.Encoder().encode
+
+
+def _problem(exc: PaycoreError) -> Response[bytes]:
+    return Response(
+        content=_encode(exc.problem(current_request_id())),
+        status_code=exc.status,
+        media_type="application/problem+json",
+        headers=exc.headers,
+    )
+
+
+def _on_paycore_error(_: Request[Any, Any, Any], exc: PaycoreError) -> Response[bytes]:
+    return _problem(exc)
+
+
+def _on_replay(_: Request[Any, Any, Any], exc: Replay) -> Response[bytes]:
+    media = "application/problem+json" if exc.status >= 400 else "application/json"
+    return Response(
+        content=exc.body, status_code=exc.status, media_type=media, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = extra[0] if extra and isinstance(extra[0], dict) else {}
+    message = str(first.get("message", exc.detail))
+    if "malformed" in message.lower() or "invalid json" in message.lower():
+        return _problem(PaycoreError(errors.MALFORMED_REQUEST, message))
+    param = first.get("key")
+    if first.get("source") in {"query", "path"}:
+        return _problem(PaycoreError(errors.INVALID_PARAMETER, message, param=param))
+    if first.get("source") == "header":
+        return _problem(PaycoreError(errors.MALFORMED_REQUEST, message, param=param))
+    return _problem(PaycoreError(errors.VALIDATION_FAILED, message, param=param))
+
+
+def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    spec = {
+        400: errors.MALFORMED_REQUEST,
+        401: errors.UNAUTHENTICATED,
+        403: errors.FORBIDDEN,
+        404: errors.NOT_FOUND,
+        405: errors.METHOD_NOT_ALLOWED,
+        413: errors.BODY_TOO_LARGE,
+        415: errors.UNSUPPORTED_MEDIA_TYPE,
+        429: errors.RATE_LIMITED,
+        503: errors.NOT_READY,
+    }.get(exc.status_code, errors.INTERNAL_ERROR)
+    detail = exc.detail if exc.status_code < 500 else spec.title
+    return _problem(PaycoreError(spec, detail))
+
+
+def _on_timeout(_: Request[Any, Any, Any], exc: TimeoutError) -> Response[bytes]:
+    return _problem(PaycoreError(errors.DEADLINE_EXCEEDED))
+
+
+def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled_exception", error=type(exc).__name__, detail=str(exc)[:200], exc_info=exc)
+    return _problem(PaycoreError(errors.INTERNAL_ERROR))
+
+
+# --- dependencies --------------------------------------------------------------------------------
+def _container(request: Request[Any, Any, Any]) -> Container:
+    container: Container | None = request.app.state.get("container")
+    if container is None:
+        raise PaycoreError(errors.NOT_READY)
+    return container
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    header = request.headers.get("authorization")
+    if not header or not header.lower().startswith("bearer "):
+        raise PaycoreError(
+            errors.UNAUTHENTICATED,
+            "Send the API key as `Authorization: Bearer sk_…`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await _container(request).merchants.authenticate(header[7:].strip())
+
+
+def provide_payments(request: Request[Any, Any, Any]) -> PaymentService:
+    return _container(request).payments
+
+
+# --- health and metrics --------------------------------------------------------------------------
+@get("/healthz", include_in_schema=True, tags=["health"], summary="Liveness: the event loop answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@get("/readyz", tags=["health"], summary="Readiness: database reachable, migrations current, not draining")
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    container: Container | None = request.app.state.get("container")
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    checks: dict[str, Any] = {"draining": lifecycle.draining, "started": lifecycle.ready}
+    ok = lifecycle.ready and not lifecycle.draining and container is not None
+    if container is not None:
+        try:
+            async with asyncio.timeout(2.0):
+                await container.db.fetchval(PING)
+            checks["database"] = "ok"
+        except Exception:
+            checks["database"] = "unreachable"
+            ok = False
+        checks["migrations"] = "current" if container.extras.get("migrations_current") else "behind"
+        ok = ok and bool(container.extras.get("migrations_current"))
+    return Response(
+        {"status": "ready" if ok else "not_ready", "checks": checks},
+        status_code=200 if ok else 503,
+        headers={"Retry-After": "1"} if not ok else {},
+    )
+
+
+@get("/metrics", include_in_schema=True, tags=["health"], summary="Prometheus metrics")
+async def metrics_endpoint() -> Response[bytes]:
+    body, content_type = m.render()
+    return Response(content=body, media_type=content_type)
+
+
+# --- lifespan ----------------------------------------------------------------------------------------
+def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-untyped-def]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        container = await build_container(settings, lifecycle=lifecycle)
+        async with container.db.acquire() as con:
+            container.extras["migrations_current"] = await migrate.is_current(con)
+        if not container.extras["migrations_current"]:
+            log.error("migrations_not_current", hint="run `paycore migrate`")
+        app.state.container = container
+        container.start_background()
+        install_drain_handlers(
+            lifecycle,
+            prestop_delay=settings.shutdown_prestop_delay,
+            drain_timeout=max(settings.shutdown_timeout - 10.0, 1.0),
+        )
+        gc.collect()
+        gc.freeze()  # MEM-20: long-lived start-up objects leave the collector's generations
+        lifecycle.ready = True
+        log.info("serving", version=__version__)
+        try:
+            yield
+        finally:
+            lifecycle.ready = False
+            lifecycle.start_draining()
+            started = asyncio.get_running_loop().time()
+            await run_phase("drain_requests", lambda: lifecycle.wait_idle(10.0), 11.0)
+            await run_phase("background_tasks", container.aclose, 15.0)
+            app.state.container = None
+            m.SHUTDOWN_DURATION.observe(asyncio.get_running_loop().time() - started)
+            m.GRACEFUL_SHUTDOWNS.inc()
+            log.info("stopped")
+            flush_logs()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_queue_max)
+    lifecycle = Lifecycle()
+    app = Litestar(
+        route_handlers=[healthz, readyz, metrics_endpoint, PaymentController],
+        dependencies={
+            "principal": Provide(provide_principal),
+            "payments": Provide(provide_payments, sync_to_thread=False),
+        },
+        exception_handlers={
+            PaycoreError: _on_paycore_error,
+            Replay: _on_replay,
+            ValidationException: _on_validation,
+            NotFoundException: _on_http_error,
+            HTTPException: _on_http_error,
+            TimeoutError: _on_timeout,
+            Exception: _on_unexpected,
+        },
+        middleware=[
+            DefineMiddleware(
+                RequestEnvelope,
+                lifecycle=lifecycle,
+                request_timeout=settings.request_timeout,
+                max_body_bytes=settings.max_body_bytes,
+                slow_request=settings.slow_request,
+                max_queries=settings.db_max_queries_per_request,
+            )
+        ],
+        compression_config=CompressionConfig(
+            backend="gzip",
+            minimum_size=settings.gzip_min_size,
+            gzip_compress_level=settings.gzip_level,
+            exclude=["/metrics", "/healthz", "/readyz"],
+        )
+        if settings.compression_enabled
+        else None,
+        openapi_config=OpenAPIConfig(
+            title="paycore",
+            version=__version__,
+            description=(
+                "Card payments through the EPX gateway. Amounts are integers in minor units. "
+                "Errors are RFC 9457 problem details with a stable `code`. Money-moving POSTs "
+                "require an `Idempotency-Key`."
+            ),
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(path="/")],
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http", scheme="bearer", description="Merchant API key: sk_test_… or sk_live_…"
+                    )
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        lifespan=[_lifespan(settings, lifecycle)],
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+    app.state.lifecycle = lifecycle
+    app.state.settings = settings
+    return app

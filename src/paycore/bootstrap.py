@@ -1,0 +1,187 @@
+"""The composition root: Settings → pools, clients, caches, services. Nothing else builds them."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from paycore.config import Settings
+from paycore.gateway.epx.client import EpxServerPostClient
+from paycore.gateway.epx.reporting import EpxTransactionReport
+from paycore.idempotency.repository import IdempotencyRepository
+from paycore.kernel.clock import Clock, SystemClock
+from paycore.merchants.model import Merchant, Principal
+from paycore.merchants.repository import MerchantRepository
+from paycore.merchants.service import MerchantDirectory
+from paycore.payments.metrics import PaymentMetrics
+from paycore.payments.repository import PaymentRepository
+from paycore.payments.service import PaymentService, Timeouts
+from paycore.platform import http
+from paycore.platform.cache import AsyncTTLCache
+from paycore.platform.crypto import Keyring
+from paycore.platform.cursor import CursorCodec
+from paycore.platform.db import Database
+from paycore.platform.db.pool import PoolMonitor, create_database
+from paycore.platform.resilience.breaker import GATEWAY_SERVER_POST, REPORTING_API, BreakerRegistry
+from paycore.platform.shutdown import Lifecycle
+from paycore.platform.tasks import TaskSupervisor
+
+log = structlog.get_logger("paycore.bootstrap")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    tasks: TaskSupervisor
+    lifecycle: Lifecycle
+    breakers: BreakerRegistry
+    merchants: MerchantDirectory
+    payments: PaymentService
+    pool_monitor: PoolMonitor
+    clock: Clock
+    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def start_background(self) -> None:
+        """Supervised periodic tasks of a serving process."""
+        s = self.settings
+        self.tasks.periodic("db_pool_monitor", s.db_pool_monitor_interval, self._pool_tick)
+        self.tasks.periodic("db_health_ping", s.db_health_check_period, self.pool_monitor.ping)
+        self.tasks.periodic(
+            "db_connection_rotation",
+            max(s.db_max_conn_lifetime / 2, 1.0),
+            self._rotate_connections,
+            initial_delay=s.db_max_conn_lifetime,
+        )
+        self.tasks.periodic("task_leak_monitor", s.task_leak_interval, self._leak_tick)
+
+    async def _pool_tick(self) -> None:
+        self.pool_monitor.tick()
+
+    async def _leak_tick(self) -> None:
+        self.tasks.check_leaks(self.settings.task_leak_threshold)
+
+    async def _rotate_connections(self) -> None:
+        await self.db.pool.expire_connections()
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        await self.tasks.drain(min(timeout, 5.0))
+        await self.tasks.cancel_all()
+        for session in self.sessions:
+            with contextlib.suppress(Exception):
+                await session.close()
+        with contextlib.suppress(Exception):
+            await self.db.pool.close()
+
+
+def build_merchant_directory(
+    settings: Settings, db: Database, tasks: TaskSupervisor | None = None
+) -> MerchantDirectory:
+    return MerchantDirectory(
+        db,
+        MerchantRepository(db),
+        api_key_secret=settings.api_key_secret,
+        keyring=Keyring(settings.encryption_keys),
+        principal_cache=AsyncTTLCache[bytes, Principal | None](
+            "merchant_credentials",
+            ttl=settings.merchant_cache_ttl,
+            max_size=settings.merchant_cache_max_size,
+            enabled=settings.merchant_cache_enabled,
+        ),
+        merchant_cache=AsyncTTLCache[uuid.UUID, Merchant | None](
+            "merchant",
+            ttl=settings.merchant_cache_ttl,
+            max_size=settings.merchant_cache_max_size,
+            enabled=settings.merchant_cache_enabled,
+        ),
+        tasks=tasks,
+    )
+
+
+async def build_container(
+    settings: Settings,
+    *,
+    dsn: str | None = None,
+    lifecycle: Lifecycle | None = None,
+    clock: Clock | None = None,
+    application_name: str = "paycore",
+) -> Container:
+    dsn = dsn or settings.database_url
+    if dsn is None:
+        raise RuntimeError("DATABASE_URL is not set")
+    clock = clock or SystemClock()
+    db = await create_database(settings, dsn, application_name=application_name)
+    tasks = TaskSupervisor()
+    breakers = BreakerRegistry.from_settings(settings)
+    sessions: list[aiohttp.ClientSession] = []
+    try:
+        gateway_session = http.gateway_session(settings)
+        sessions.append(gateway_session)
+        reporting_session = http.reporting_session(settings)
+        sessions.append(reporting_session)
+        assert settings.epx_server_post_url is not None, "PAYCORE_EPX_SERVER_POST_URL is required"
+        gateway = EpxServerPostClient(
+            gateway_session,
+            settings.epx_server_post_url,
+            breakers[GATEWAY_SERVER_POST],
+            attempt_timeout=settings.gateway_attempt_timeout,
+            call_timeout=settings.gateway_timeout,
+            max_attempts=settings.gateway_max_attempts,
+            backoff_base=settings.retry_base,
+            backoff_multiplier=settings.retry_multiplier,
+            backoff_cap=settings.retry_cap,
+            backoff_jitter=settings.retry_jitter,
+        )
+        report = (
+            EpxTransactionReport(
+                reporting_session,
+                settings.epx_reporting_url,
+                breakers[REPORTING_API],
+                timeout=settings.reporting_timeout,
+            )
+            if settings.epx_reporting_url
+            else None
+        )
+        merchants = build_merchant_directory(settings, db, tasks)
+        payments = PaymentService(
+            db=db,
+            repository=PaymentRepository(db),
+            idempotency=IdempotencyRepository(db),
+            gateway=gateway,
+            report=report,
+            merchant_lookup=merchants.get,
+            clock=clock,
+            cursors=CursorCodec(settings.cursor_secret),
+            metrics=PaymentMetrics(),
+            tasks=tasks,
+            timeouts=Timeouts(
+                critical=settings.service_critical_timeout, noncritical=settings.service_noncritical_timeout
+            ),
+            max_depth=settings.max_transaction_depth,
+            batch_timezone=settings.batch_timezone,
+        )
+    except BaseException:
+        for session in sessions:
+            await session.close()
+        await db.pool.close()
+        raise
+    return Container(
+        settings=settings,
+        db=db,
+        tasks=tasks,
+        lifecycle=lifecycle or Lifecycle(),
+        breakers=breakers,
+        merchants=merchants,
+        payments=payments,
+        pool_monitor=PoolMonitor(
+            db, warn_ratio=settings.db_pool_warn_ratio, error_ratio=settings.db_pool_error_ratio
+        ),
+        clock=clock,
+        sessions=sessions,
+    )

@@ -1,0 +1,127 @@
+"""The process roles behind the `paycore` command: serve, migrate, reconcile, admin, up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+
+from paycore.config import Settings, load_settings
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "migrate":
+        return migrate_command()
+    if command == "serve":
+        return serve_command(workers=args.workers, port=args.port)
+    if command == "reconcile":
+        return reconcile_command()
+    if command == "admin":
+        from paycore.merchants import admin_cli
+
+        return admin_cli.run(args)
+    if command == "up":
+        from paycore import up
+
+        return up.run()
+    raise SystemExit(f"unknown command {command}")
+
+
+def migrate_command() -> int:
+    from paycore.platform.db.migrate import MigrationError, migrate
+    from paycore.platform.observability.logging import configure_logging, flush_logs
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_queue_max, stream=sys.stderr)
+    if settings.database_url is None:
+        print("paycore migrate: DATABASE_URL is required", file=sys.stderr)
+        return 2
+    try:
+        applied = asyncio.run(
+            migrate(
+                settings.database_url,
+                statement_timeout=settings.migration_statement_timeout,
+                lock_timeout=settings.migration_lock_timeout,
+            )
+        )
+    except MigrationError as exc:
+        print(f"paycore migrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        flush_logs()
+    print(f"migrations applied: {applied or 'none (up to date)'}")
+    return 0
+
+
+def raise_nofile_limit(wanted: int = 65536) -> None:
+    """RES-M4: raise the soft RLIMIT_NOFILE towards the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def serve_command(*, workers: int | None = None, port: int | None = None) -> int:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings, HTTP2Settings
+
+    if workers is not None:
+        os.environ["PAYCORE_WORKERS"] = str(workers)
+    if port is not None:
+        os.environ["PAYCORE_HTTP_PORT"] = str(port)
+    settings = load_settings()  # validate before spawning workers
+    raise_nofile_limit()
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="paycore-metrics-")
+    server = Granian(
+        "paycore.app:create_app",
+        factory=True,
+        address=settings.http_host,
+        port=settings.http_port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.asyncio,
+        http=HTTPModes.auto,
+        backpressure=settings.backpressure,
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_read_timeout * 1000)),
+        http2_settings=HTTP2Settings(
+            max_concurrent_streams=settings.h2_max_streams,
+            max_frame_size=settings.h2_max_frame,
+            max_headers_size=settings.max_header_bytes,
+        ),
+        log_access=False,
+        workers_kill_timeout=int(settings.shutdown_timeout) + 5,
+        respawn_failed_workers=True,
+    )
+    server.serve()
+    return 0
+
+
+async def _reconcile(settings: Settings) -> dict[str, int]:
+    from paycore.bootstrap import build_container
+
+    container = await build_container(settings, application_name="paycore-reconcile")
+    try:
+        return await container.payments.reconcile(older_than=settings.reconcile_after)
+    finally:
+        await container.aclose()
+
+
+def reconcile_command() -> int:
+    import json
+
+    from paycore.platform.observability.logging import configure_logging, flush_logs
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_queue_max, stream=sys.stderr)
+    try:
+        counts = asyncio.run(_reconcile(settings))
+    finally:
+        flush_logs()
+    print(json.dumps(counts))
+    return 0

@@ -1,0 +1,1 @@
+"""Idempotency-Key handling (conventions.md): fingerprints, replay, in-flight and reuse rules."""

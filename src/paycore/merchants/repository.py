@@ -1,0 +1,184 @@
+"""SQL for merchants, API keys and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from paycore.gateway.port import MerchantKey
+from paycore.merchants.model import Merchant
+from paycore.platform.db import Connection, Database, Query, Tier
+
+INSERT_MERCHANT = Query(
+    "merchants.insert",
+    Tier.SIMPLE,
+    """
+    INSERT INTO merchants (id, slug, name, environment, epx_cust_nbr, epx_merch_nbr, epx_dba_nbr,
+                           epx_terminal_nbr, mac_secret_ciphertext, mac_secret_key_version,
+                           multi_capture, timezone, return_urls)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    RETURNING *
+    """,
+)
+GET_MERCHANT = Query("merchants.get", Tier.SIMPLE, "SELECT * FROM merchants WHERE id = $1")
+GET_MERCHANT_BY_SLUG = Query("merchants.get_by_slug", Tier.SIMPLE, "SELECT * FROM merchants WHERE slug = $1")
+LIST_MERCHANTS = Query("merchants.list", Tier.STANDARD, "SELECT * FROM merchants ORDER BY slug LIMIT $1")
+INSERT_API_KEY = Query(
+    "api_keys.insert",
+    Tier.SIMPLE,
+    """
+    INSERT INTO api_keys (id, merchant_id, key_hash, display_prefix, mode, name)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id, created_at
+    """,
+)
+RESOLVE_API_KEY = Query(
+    "api_keys.resolve",
+    Tier.SIMPLE,
+    """
+    SELECT k.id AS api_key_id, k.mode, m.*
+      FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
+     WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+    """,
+)
+TOUCH_API_KEY = Query(
+    "api_keys.touch",
+    Tier.SIMPLE,
+    "UPDATE api_keys SET last_used_at = now() WHERE id = $1 "
+    "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+)
+REVOKE_API_KEY = Query(
+    "api_keys.revoke",
+    Tier.SIMPLE,
+    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL "
+    "RETURNING key_hash, merchant_id",
+)
+LIST_API_KEYS = Query(
+    "api_keys.list",
+    Tier.STANDARD,
+    """
+    SELECT id, display_prefix, mode, name, created_at, revoked_at, last_used_at
+      FROM api_keys WHERE merchant_id = $1 ORDER BY created_at DESC LIMIT 100
+    """,
+)
+INSERT_AUDIT = Query(
+    "audit_log.insert",
+    Tier.SIMPLE,
+    """
+    INSERT INTO audit_log (actor, action, object_type, object_id, merchant_id, request_id, ip, outcome,
+                           details)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    """,
+)
+GET_MAC_SECRET = Query(
+    "merchants.get_mac_secret",
+    Tier.SIMPLE,
+    "SELECT mac_secret_ciphertext, mac_secret_key_version FROM merchants WHERE id = $1",
+)
+LIST_SEALED_SECRETS = Query(
+    "merchants.list_sealed_secrets",
+    Tier.STANDARD,
+    """
+    SELECT id, mac_secret_ciphertext, mac_secret_key_version FROM merchants
+     WHERE mac_secret_ciphertext IS NOT NULL AND mac_secret_key_version <> $1
+     ORDER BY id LIMIT 500
+    """,
+)
+UPDATE_SEALED_SECRET = Query(
+    "merchants.update_sealed_secret",
+    Tier.SIMPLE,
+    """
+    UPDATE merchants SET mac_secret_ciphertext = $2, mac_secret_key_version = $3, updated_at = now()
+     WHERE id = $1 AND mac_secret_key_version = $4
+    """,
+)
+
+
+def merchant_from_row(row: Any) -> Merchant:
+    return Merchant(
+        id=row["id"],
+        slug=row["slug"],
+        name=row["name"],
+        environment=row["environment"],
+        status=row["status"],
+        epx=MerchantKey(
+            cust_nbr=row["epx_cust_nbr"],
+            merch_nbr=row["epx_merch_nbr"],
+            dba_nbr=row["epx_dba_nbr"],
+            terminal_nbr=row["epx_terminal_nbr"],
+        ),
+        multi_capture=row["multi_capture"],
+        timezone=row["timezone"],
+        return_urls=tuple(row["return_urls"] or ()),
+    )
+
+
+class MerchantRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(self, con: Connection, values: tuple[Any, ...]) -> Merchant:
+        row = await con.fetchrow(INSERT_MERCHANT, *values)
+        assert row is not None
+        return merchant_from_row(row)
+
+    async def get(self, merchant_id: uuid.UUID) -> Merchant | None:
+        row = await self.db.fetchrow(GET_MERCHANT, merchant_id)
+        return merchant_from_row(row) if row else None
+
+    async def get_by_slug(self, slug: str) -> Merchant | None:
+        row = await self.db.fetchrow(GET_MERCHANT_BY_SLUG, slug)
+        return merchant_from_row(row) if row else None
+
+    async def list(self, limit: int = 100) -> list[Merchant]:
+        return [merchant_from_row(r) for r in await self.db.fetch(LIST_MERCHANTS, limit)]
+
+    async def insert_api_key(
+        self,
+        con: Connection,
+        key_id: uuid.UUID,
+        merchant_id: uuid.UUID,
+        key_hash: bytes,
+        prefix: str,
+        mode: str,
+        name: str,
+    ) -> None:
+        await con.fetchrow(INSERT_API_KEY, key_id, merchant_id, key_hash, prefix, mode, name)
+
+    async def resolve_api_key(self, key_hash: bytes) -> tuple[Merchant, str, uuid.UUID] | None:
+        row = await self.db.fetchrow(RESOLVE_API_KEY, key_hash)
+        if row is None:
+            return None
+        return merchant_from_row(row), row["mode"], row["api_key_id"]
+
+    async def touch_api_key(self, key_id: uuid.UUID) -> None:
+        await self.db.execute(TOUCH_API_KEY, key_id)
+
+    async def revoke_api_key(self, con: Connection, key_id: uuid.UUID) -> tuple[bytes, uuid.UUID] | None:
+        row = await con.fetchrow(REVOKE_API_KEY, key_id)
+        return (row["key_hash"], row["merchant_id"]) if row else None
+
+    async def list_api_keys(self, merchant_id: uuid.UUID) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.db.fetch(LIST_API_KEYS, merchant_id)]
+
+    async def audit(self, con: Connection | None, *values: Any) -> None:
+        if con is None:
+            await self.db.execute(INSERT_AUDIT, *values)
+        else:
+            await con.execute(INSERT_AUDIT, *values)
+
+    async def get_sealed_mac(self, merchant_id: uuid.UUID) -> tuple[str, str] | None:
+        row = await self.db.fetchrow(GET_MAC_SECRET, merchant_id)
+        if row is None or row["mac_secret_ciphertext"] is None:
+            return None
+        return row["mac_secret_ciphertext"], row["mac_secret_key_version"]
+
+    async def sealed_secrets_not_at(self, version: str) -> list[tuple[uuid.UUID, str, str]]:
+        rows = await self.db.fetch(LIST_SEALED_SECRETS, version)
+        return [(r["id"], r["mac_secret_ciphertext"], r["mac_secret_key_version"]) for r in rows]
+
+    async def update_sealed_secret(
+        self, merchant_id: uuid.UUID, ciphertext: str, version: str, old_version: str
+    ) -> bool:
+        status = await self.db.execute(UPDATE_SEALED_SECRET, merchant_id, ciphertext, version, old_version)
+        return status.endswith(" 1")

@@ -1,0 +1,215 @@
+"""The request envelope as raw ASGI (cheap): request id, readiness/draining, body limit,
+deadline (RES-7), client-disconnect cancellation (CRITICAL-1), HTTP metrics, query counting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from paycore.kernel import errors
+from paycore.kernel.errors import PaycoreError
+from paycore.platform.context import request_id_var
+from paycore.platform.db.database import query_counter
+from paycore.platform.observability import metrics as m
+from paycore.platform.resilience import deadline as dl
+from paycore.platform.shutdown import Lifecycle
+
+log = structlog.get_logger("paycore.http")
+
+ASGIApp = Any
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+ALWAYS_SERVED: Final = frozenset({"/healthz", "/readyz", "/metrics", "/health"})
+_encode = msgspec.json.Encoder().encode
+
+
+async def send_problem(send: Any, exc: PaycoreError, request_id: str | None) -> None:
+    body = _encode(exc.problem(request_id))
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    headers.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestEnvelope:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        lifecycle: Lifecycle,
+        request_timeout: float,
+        max_body_bytes: int,
+        slow_request: float,
+        max_queries: int,
+    ) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+        self.request_timeout = request_timeout
+        self.max_body_bytes = max_body_bytes
+        self.slow_request = slow_request
+        self.max_queries = max_queries
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id: str | None = None
+        timeout = self.request_timeout
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                if _REQUEST_ID.match(text):
+                    request_id = text
+            elif name == b"x-request-timeout-ms":
+                with contextlib.suppress(ValueError):
+                    timeout = min(timeout, max(int(value) / 1000.0, 0.001))
+            elif name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = -1
+        if request_id is None:
+            request_id = str(uuid.uuid4())
+        rid_token = request_id_var.set(request_id)
+        path = scope["path"]
+        lifecycle = self.lifecycle
+        status_holder = [0]
+        try:
+            if path not in ALWAYS_SERVED:
+                if lifecycle.draining:
+                    await send_problem(
+                        send,
+                        PaycoreError(
+                            errors.SHUTTING_DOWN, headers={"Retry-After": "1", "Connection": "close"}
+                        ),
+                        request_id,
+                    )
+                    status_holder[0] = 503
+                    return
+                if not lifecycle.ready:
+                    await send_problem(
+                        send, PaycoreError(errors.NOT_READY, headers={"Retry-After": "1"}), request_id
+                    )
+                    status_holder[0] = 503
+                    return
+            if content_length > self.max_body_bytes:
+                await send_problem(send, PaycoreError(errors.BODY_TOO_LARGE), request_id)
+                status_holder[0] = 413
+                return
+            await self._serve(scope, receive, send, request_id, timeout, status_holder)
+        finally:
+            request_id_var.reset(rid_token)
+            route = scope.get("path_template") or "unmatched"
+            method = scope.get("method", "GET")
+            elapsed = time.perf_counter() - started
+            m.HTTP_REQUESTS.labels(route, method, str(status_holder[0])).inc()
+            m.HTTP_DURATION.labels(route, method).observe(elapsed)
+            if elapsed > self.slow_request and path not in ALWAYS_SERVED:
+                log.warning(
+                    "slow_request",
+                    route=route,
+                    method=method,
+                    status=status_holder[0],
+                    duration_ms=round(elapsed * 1000, 1),
+                    request_id=request_id,
+                )
+
+    async def _serve(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        request_id: str,
+        timeout: float,
+        status_holder: list[int],
+    ) -> None:
+        lifecycle = self.lifecycle
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        limit = self.max_body_bytes
+        received = 0
+        body_done = asyncio.Event()
+        started_response = False
+
+        async def guarded_receive() -> dict[str, Any]:
+            nonlocal received
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge()
+                if not message.get("more_body", False):
+                    body_done.set()
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                status_holder[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        handler = asyncio.current_task()
+        assert handler is not None
+
+        async def watch_disconnect() -> None:
+            await body_done.wait()
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                handler.cancel("client disconnected")
+
+        watcher = loop.create_task(watch_disconnect())
+        counter = [0]
+        qc_token = query_counter.set(counter)
+        dl_token = dl.set_deadline(deadline)
+        lifecycle.request_started()
+        m.HTTP_IN_FLIGHT.inc()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.app(scope, guarded_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started_response:
+                await send_problem(send, PaycoreError(errors.BODY_TOO_LARGE), request_id)
+                status_holder[0] = 413
+        except TimeoutError:
+            if not started_response:
+                await send_problem(send, PaycoreError(errors.DEADLINE_EXCEEDED), request_id)
+                status_holder[0] = 504
+        except asyncio.CancelledError:
+            if handler.cancelling() and watcher.done() and not watcher.cancelled():
+                # The client went away: its work is cancelled (CRITICAL-1); nobody reads the answer.
+                status_holder[0] = 499
+                handler.uncancel()
+            else:
+                raise
+        finally:
+            watcher.cancel()
+            dl.reset_deadline(dl_token)
+            query_counter.reset(qc_token)
+            lifecycle.request_finished()
+            m.HTTP_IN_FLIGHT.dec()
+            if counter[0]:
+                route = scope.get("path_template") or "unmatched"
+                m.DB_QUERIES_PER_REQUEST.labels(route).observe(counter[0])
+                if counter[0] > self.max_queries:
+                    log.warning("many_queries_per_request", route=route, queries=counter[0])

@@ -1,0 +1,1 @@
+"""Card payments: sale, authorize, capture, void, refund."""

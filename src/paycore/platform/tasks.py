@@ -1,0 +1,124 @@
+"""`TaskSupervisor` (RES-M1): every background task is tracked, named by type, and stoppable.
+
+* `spawn(type, coro)` keeps a strong reference, logs the task's exception, forgets it when done.
+* `spawn_once(key, type, coro)` skips the work when the same key is already running.
+* `periodic(type, interval, fn)` loops with a cancellable sleep.
+* `drain(timeout)` waits for one-shot tasks (shutdown phase 3); `cancel_all()` stops the rest.
+Bare `asyncio.create_task` elsewhere in `src/` is refused by a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any
+
+import structlog
+
+from paycore.platform.observability import metrics as m
+
+log = structlog.get_logger("paycore.tasks")
+
+
+class TaskSupervisor:
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Task[Any], tuple[str, float, bool]] = {}
+        self._keys: dict[Hashable, asyncio.Task[Any]] = {}
+        self.closed = False
+        self.baseline: int | None = None
+
+    def spawn(
+        self, kind: str, coro: Coroutine[Any, Any, Any], *, periodic: bool = False
+    ) -> asyncio.Task[Any]:
+        if self.closed:
+            coro.close()
+            raise RuntimeError("the task supervisor is closed")
+        task = asyncio.get_running_loop().create_task(coro, name=f"paycore:{kind}")
+        self._tasks[task] = (kind, time.monotonic(), periodic)
+        m.TRACKED_TASKS.labels(kind).inc()
+        task.add_done_callback(self._done)
+        return task
+
+    def spawn_once(
+        self, key: Hashable, kind: str, coro: Coroutine[Any, Any, Any]
+    ) -> asyncio.Task[Any] | None:
+        running = self._keys.get(key)
+        if running is not None and not running.done():
+            coro.close()
+            return None
+        if self.closed:
+            coro.close()
+            return None
+        task = self.spawn(kind, coro)
+        self._keys[key] = task
+        task.add_done_callback(lambda _t, k=key: self._keys.pop(k, None))
+        return task
+
+    def periodic(
+        self, kind: str, interval: float, fn: Callable[[], Awaitable[Any]], *, initial_delay: float = 0.0
+    ) -> asyncio.Task[Any]:
+        async def loop() -> None:
+            if initial_delay:
+                await asyncio.sleep(initial_delay)
+            while True:
+                try:
+                    await fn()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("periodic_task_failed", type=kind)
+                await asyncio.sleep(interval)
+
+        return self.spawn(kind, loop(), periodic=True)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        kind, _, _ = self._tasks.pop(task, ("unknown", 0.0, False))
+        m.TRACKED_TASKS.labels(kind).dec()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background_task_failed", type=kind, error=type(exc).__name__, detail=str(exc))
+
+    def count(self, kind: str | None = None) -> int:
+        return sum(1 for k, _, _ in self._tasks.values() if kind is None or k == kind)
+
+    def long_running(self, older_than: float) -> dict[str, int]:
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        for kind, started, periodic in self._tasks.values():
+            if not periodic and now - started > older_than:
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for one-shot tasks to finish; True when all did within the timeout."""
+        pending = [t for t, (_, _, periodic) in self._tasks.items() if not periodic]
+        if not pending:
+            return True
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
+
+    async def cancel_all(self, timeout: float = 5.0) -> None:
+        self.closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(tasks, timeout=timeout)
+
+    def check_leaks(self, threshold: int) -> int:
+        """Compare all asyncio tasks with the baseline taken after start-up."""
+        total = len(asyncio.all_tasks())
+        m.ASYNCIO_TASKS.set(total)
+        if self.baseline is None:
+            self.baseline = total
+            return 0
+        excess = total - self.baseline
+        if excess > threshold:
+            m.TASK_LEAKS.inc()
+            log.warning("task_leak_suspected", tasks=total, baseline=self.baseline)
+        return excess

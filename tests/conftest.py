@@ -1,0 +1,44 @@
+"""Shared fixtures: a migrated PostgreSQL database per xdist worker, settings for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+os.environ.setdefault("PAYCORE_ENV", "test")
+os.environ.setdefault("PAYCORE_LOG_LEVEL", "warning")
+
+from tests.support import db as test_db
+
+
+def _worker_id(config: pytest.Config) -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database for this test worker, cloned from a template."""
+    name = f"paycore_test_{_worker_id(request.config)}"
+    dsn = asyncio.run(test_db.create_database(name))
+    yield dsn
+    asyncio.run(test_db.drop_database(name))
+
+
+@pytest.fixture
+async def clean_db(database_url: str) -> AsyncIterator[str]:
+    """The worker's database emptied of rows (schema kept)."""
+    import asyncpg
+
+    con = await asyncpg.connect(database_url)
+    try:
+        tables = await con.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
+        names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+        await con.execute(f"TRUNCATE {names} CASCADE")
+    finally:
+        await con.close()
+    yield database_url
