@@ -306,11 +306,11 @@ class CircuitBreaker:
         if len(self._outcomes) == self.window and self._outcomes[0]:
             self._window_failures -= 1
         self._outcomes.append(failed)
-        if not failed:
+        if failed:
+            self._window_failures += 1
+            self._consecutive += 1
+        else:
             self._consecutive = 0
-            return
-        self._window_failures += 1
-        self._consecutive += 1
         if self._forced is BreakerState.CLOSED:
             return
         if self._consecutive >= self.failure_threshold:
@@ -320,6 +320,7 @@ class CircuitBreaker:
             and len(self._outcomes) == self.window
             and self._window_failures >= self._rate_trip
         ):
+            # Checked after every call: the window can become full on a success.
             self._transition(BreakerState.OPEN, "failure_rate")
 
     def _on_probe_result(self, verdict: Verdict) -> None:
