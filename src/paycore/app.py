@@ -215,7 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         middleware=[
             DefineMiddleware(
-                RequestEnvelope,
+                RequestEnvelope,  # type: ignore[arg-type]
                 lifecycle=lifecycle,
                 request_timeout=settings.request_timeout,
                 max_body_bytes=settings.max_body_bytes,
@@ -252,6 +252,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         lifespan=[_lifespan(settings, lifecycle)],
         request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
         debug=False,
     )
     app.state.lifecycle = lifecycle

@@ -12,7 +12,7 @@ import structlog
 
 from paycore.config import Settings
 from paycore.gateway.epx.client import EpxServerPostClient
-from paycore.gateway.epx.reporting import EpxTransactionReport
+from paycore.gateway.epx.reporting import EpxReportingClient
 from paycore.idempotency.repository import IdempotencyRepository
 from paycore.kernel.clock import Clock, SystemClock
 from paycore.merchants.model import Merchant, Principal
@@ -121,30 +121,15 @@ async def build_container(
     breakers = BreakerRegistry.from_settings(settings)
     sessions: list[aiohttp.ClientSession] = []
     try:
-        gateway_session = http.gateway_session(settings)
+        gateway_session = http.create_session(http.gateway_profile(settings))
         sessions.append(gateway_session)
-        reporting_session = http.reporting_session(settings)
+        reporting_session = http.create_session(http.reporting_profile(settings))
         sessions.append(reporting_session)
-        assert settings.epx_server_post_url is not None, "PAYCORE_EPX_SERVER_POST_URL is required"
-        gateway = EpxServerPostClient(
-            gateway_session,
-            settings.epx_server_post_url,
-            breakers[GATEWAY_SERVER_POST],
-            attempt_timeout=settings.gateway_attempt_timeout,
-            call_timeout=settings.gateway_timeout,
-            max_attempts=settings.gateway_max_attempts,
-            backoff_base=settings.retry_base,
-            backoff_multiplier=settings.retry_multiplier,
-            backoff_cap=settings.retry_cap,
-            backoff_jitter=settings.retry_jitter,
-        )
+        if settings.epx_server_post_url is None:
+            raise RuntimeError("PAYCORE_EPX_SERVER_POST_URL is not set")
+        gateway = EpxServerPostClient.from_settings(gateway_session, breakers[GATEWAY_SERVER_POST], settings)
         report = (
-            EpxTransactionReport(
-                reporting_session,
-                settings.epx_reporting_url,
-                breakers[REPORTING_API],
-                timeout=settings.reporting_timeout,
-            )
+            EpxReportingClient.from_settings(reporting_session, settings, breaker=breakers[REPORTING_API])
             if settings.epx_reporting_url
             else None
         )

@@ -25,9 +25,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return admin_cli.run(args)
     if command == "up":
-        from paycore import up
+        from paycore.up import run as run_up
 
-        return up.run()
+        return run_up()
     raise SystemExit(f"unknown command {command}")
 
 

@@ -99,7 +99,7 @@ async def _run(args: argparse.Namespace) -> int:
             keys = await directory.list_api_keys(await merchant_id(args.merchant))
             print(json.dumps(keys, default=str, indent=2))
         elif cmd == "list-merchants":
-            merchants = await directory.list()
+            merchants = await directory.list_all()
             print(
                 json.dumps(
                     [

@@ -130,7 +130,7 @@ class MerchantRepository:
         row = await self.db.fetchrow(GET_MERCHANT_BY_SLUG, slug)
         return merchant_from_row(row) if row else None
 
-    async def list(self, limit: int = 100) -> list[Merchant]:
+    async def list_all(self, limit: int = 100) -> list[Merchant]:
         return [merchant_from_row(r) for r in await self.db.fetch(LIST_MERCHANTS, limit)]
 
     async def insert_api_key(

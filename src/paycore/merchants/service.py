@@ -83,8 +83,8 @@ class MerchantDirectory:
     async def get_by_slug(self, slug: str) -> Merchant | None:
         return await self.repo.get_by_slug(slug)
 
-    async def list(self) -> list[Merchant]:
-        return await self.repo.list()
+    async def list_all(self) -> list[Merchant]:
+        return await self.repo.list_all()
 
     async def mac_secret(self, merchant_id: uuid.UUID) -> SecretStr | None:
         sealed = await self.repo.get_sealed_mac(merchant_id)

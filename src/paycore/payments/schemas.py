@@ -21,7 +21,7 @@ Token = Annotated[
 ]
 MetaKey = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 MetaValue = Annotated[str, msgspec.Meta(max_length=500)]
-Metadata = Annotated[dict[MetaKey, MetaValue], msgspec.Meta(max_properties=50)]
+Metadata = Annotated[dict[MetaKey, MetaValue], msgspec.Meta(max_length=50)]
 CustomerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_.:-]+$")]
 Description = Annotated[str, msgspec.Meta(max_length=500)]
 

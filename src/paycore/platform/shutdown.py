@@ -62,7 +62,7 @@ def install_drain_handlers(lifecycle: Lifecycle, *, prestop_delay: float, drain_
     """Wrap the loop's SIGTERM/SIGINT handlers with a drain phase. False if none was installed."""
     loop = asyncio.get_running_loop()
     handlers: dict[int, Any] = getattr(loop, "_signal_handlers", {})
-    originals = {sig: handlers.get(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    originals: dict[int, Any] = {int(sig): handlers.get(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     if not any(originals.values()):
         return False
     fired = False

@@ -53,7 +53,10 @@ class TaskSupervisor:
             return None
         task = self.spawn(kind, coro)
         self._keys[key] = task
-        task.add_done_callback(lambda _t, k=key: self._keys.pop(k, None))
+        def forget(_: asyncio.Task[Any]) -> None:
+            self._keys.pop(key, None)
+
+        task.add_done_callback(forget)
         return task
 
     def periodic(

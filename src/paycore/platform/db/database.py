@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg import Record
 
 from paycore.kernel import errors
 from paycore.platform.observability import metrics as m
@@ -25,7 +26,7 @@ from paycore.platform.resilience import deadline as dl
 
 log = structlog.get_logger("paycore.db")
 
-Record = asyncpg.Record
+__all__ = ["Connection", "Database", "Query", "Record", "Tier"]
 
 
 class Tier(enum.Enum):

@@ -112,6 +112,8 @@ def _count(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> Mutable
 
 
 class _BoundedQueueHandler(logging.handlers.QueueHandler):
+    queue: queue.Queue[logging.LogRecord]
+
     def enqueue(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.WARNING:
             self.queue.put(record)  # wait for room: warnings and errors are never dropped
