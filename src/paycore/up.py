@@ -231,11 +231,11 @@ def _wait_ready(port: int, timeout: float = 60.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/readyz"
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:  # noqa: S310
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.3)
     raise RuntimeError("the API did not become ready")
 
