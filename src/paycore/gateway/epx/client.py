@@ -84,7 +84,7 @@ from paycore.gateway.port import (
 from paycore.platform.http import RequestProbe
 from paycore.platform.observability import metrics
 from paycore.platform.resilience import deadline
-from paycore.platform.resilience.breaker import CircuitBreaker, Permit
+from paycore.platform.resilience.breaker import BreakerState, CircuitBreaker, Permit
 from paycore.platform.resilience.retry import RetryPolicy, retry_fits
 
 if TYPE_CHECKING:
@@ -229,6 +229,9 @@ class EpxServerPostClient:
                         wait = self._policy.delay(attempt - 1, self._rand)
                         if not retry_fits(wait, deadline.remaining(), min_attempt=MIN_ATTEMPT_TIME):
                             last = dataclasses.replace(last, detail="no time left for a retry")
+                            break
+                        if self._breaker.enabled and self._breaker.state is BreakerState.OPEN:
+                            last = dataclasses.replace(last, detail="circuit_open")
                             break
                         metrics.GATEWAY_RETRIES.labels(request.operation.value, last.retry_label).inc()
                         _log.warning(
