@@ -168,12 +168,12 @@ def closed_port() -> int:
 
 # --- TLS -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     ca_file: Path
     server_context: ssl.SSLContext
 
 
-def make_pki(directory: Path) -> TestPki:
+def make_pki(directory: Path) -> Pki:
     """A throwaway CA and a server certificate for localhost / 127.0.0.1."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -231,4 +231,4 @@ def make_pki(directory: Path) -> TestPki:
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
-    return TestPki(ca_file=ca_file, server_context=context)
+    return Pki(ca_file=ca_file, server_context=context)
