@@ -157,6 +157,15 @@ async def metrics_endpoint() -> Response[bytes]:
     return Response(content=body, media_type=content_type)
 
 
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
+    cached = request.app.state.get("openapi_bytes")
+    if cached is None:
+        cached = _encode(request.app.openapi_schema.to_schema())
+        request.app.state.openapi_bytes = cached
+    return Response(content=cached, media_type="application/vnd.oai.openapi+json")
+
+
 # --- lifespan ----------------------------------------------------------------------------------------
 def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-untyped-def]
     @contextlib.asynccontextmanager
@@ -199,7 +208,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_queue_max)
     lifecycle = Lifecycle()
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics_endpoint, PaymentController],
+        route_handlers=[healthz, readyz, metrics_endpoint, openapi_json, PaymentController],
         dependencies={
             "principal": Provide(provide_principal),
             "payments": Provide(provide_payments, sync_to_thread=False),
