@@ -92,7 +92,11 @@ class FaultRule:
 
     @property
     def process(self) -> bool:
-        return bool(self.action.get("process", ACTIONS[self.type]))
+        """Whether the gateway commits the request before misbehaving."""
+        default = ACTIONS[self.type]
+        if self.type == "timeout" and self.action.get("after_s") is not None:
+            default = True  # a late answer: processed on arrival, answered after `after_s`
+        return bool(self.action.get("process", default))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.spec, "id": self.id, "name": self.name, "matches": self.matches, "fired": self.fired}
