@@ -11,7 +11,9 @@ pytestmark = pytest.mark.e2e
 
 
 async def post(http, api, path, body, key=None, **headers):
-    async with http.post(api.url + path, json=body, headers=api.headers(key or uuid.uuid4().hex, **headers)) as r:
+    async with http.post(
+        api.url + path, json=body, headers=api.headers(key or uuid.uuid4().hex, **headers)
+    ) as r:
         return r.status, await r.json(content_type=None), r.headers
 
 
@@ -33,9 +35,13 @@ async def test_problem_details_for_bad_input(api, http, token):
     async with http.post(api.url + "/v1/payments", data=b'{"amount": ', headers=api.headers("k1")) as r:
         assert r.status == 400 and r.content_type == "application/problem+json"
         assert (await r.json())["code"] == "malformed_request"
-    status, problem, _ = await post(http, api, "/v1/payments", {"amount": -5, "currency": "USD", "token": token})
+    status, problem, _ = await post(
+        http, api, "/v1/payments", {"amount": -5, "currency": "USD", "token": token}
+    )
     assert status == 422 and problem["code"] == "validation_failed" and problem["param"] == "amount"
-    status, problem, _ = await post(http, api, "/v1/payments", {"amount": 10.5, "currency": "USD", "token": token})
+    status, problem, _ = await post(
+        http, api, "/v1/payments", {"amount": 10.5, "currency": "USD", "token": token}
+    )
     assert status == 422
     async with http.post(
         api.url + "/v1/payments", json={"amount": 1, "currency": "USD", "token": token}, headers=api.headers()
@@ -48,7 +54,9 @@ async def test_problem_details_for_bad_input(api, http, token):
 async def test_authentication_and_tenancy(api, http, token):
     async with http.get(api.url + "/v1/payments") as r:
         assert r.status == 401 and (await r.json())["code"] == "unauthenticated"
-    async with http.get(api.url + "/v1/payments", headers={"Authorization": "Bearer sk_test_" + "x" * 32}) as r:
+    async with http.get(
+        api.url + "/v1/payments", headers={"Authorization": "Bearer sk_test_" + "x" * 32}
+    ) as r:
         assert r.status == 401
     async with http.get(f"{api.url}/v1/payments/{uuid.uuid4()}", headers=api.headers()) as r:
         assert r.status == 404 and (await r.json())["code"] == "payment_not_found"
@@ -83,17 +91,26 @@ async def test_health_metrics_and_openapi(api, http, token):
     await post(http, api, "/v1/payments", {"amount": 1234, "currency": "USD", "token": token})
     async with http.get(api.url + "/metrics") as r:
         text = await r.text()
-    assert 'payment_transactions_total{merchant="other",payment_type="card",status="approved",' \
-           'transaction_type="sale"}' in text
+    assert (
+        'payment_transactions_total{merchant="other",payment_type="card",status="approved",'
+        'transaction_type="sale"}' in text
+    )
     assert 'http_requests_total{code="201",method="POST",route="/v1/payments"}' in text
     assert "db_pool_size" in text and "circuit_breaker_state" in text
     async with http.get(api.url + "/openapi.json") as r:
         spec = await r.json()
     assert spec["openapi"].startswith("3.1")
     paths = spec["paths"]
-    for route in ("/v1/payments", "/v1/payments/{payment_id}", "/v1/payments/{payment_id}/capture",
-                  "/v1/payments/{payment_id}/refunds", "/v1/payments/{payment_id}/void", "/healthz",
-                  "/readyz", "/metrics"):
+    for route in (
+        "/v1/payments",
+        "/v1/payments/{payment_id}",
+        "/v1/payments/{payment_id}/capture",
+        "/v1/payments/{payment_id}/refunds",
+        "/v1/payments/{payment_id}/void",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert route in paths, route
     responses = paths["/v1/payments"]["post"]["responses"]
     for code in ("201", "202", "400", "401", "402", "409", "422", "424", "503"):

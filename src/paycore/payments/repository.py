@@ -176,12 +176,12 @@ RECORD_OUTCOME = Query(
     ), done AS (
         UPDATE idempotency_keys
            SET status = 'completed', response_status = $18, response_body = $19, completed_at = now()
-         WHERE resource_id = $1 AND status = 'in_flight' AND $18::int IS NOT NULL
-           AND EXISTS (SELECT 1 FROM t)
+         WHERE resource_id = $1 AND (status = 'in_flight' OR response_status = 202)
+           AND $18::int IS NOT NULL AND EXISTS (SELECT 1 FROM t)
     ), released AS (
         DELETE FROM idempotency_keys
-         WHERE resource_id = $1 AND status = 'in_flight' AND $18::int IS NULL AND $20
-           AND EXISTS (SELECT 1 FROM t)
+         WHERE resource_id = $1 AND (status = 'in_flight' OR response_status = 202)
+           AND $18::int IS NULL AND $20 AND EXISTS (SELECT 1 FROM t)
     ), event AS (
         INSERT INTO outbox_events (id, merchant_id, event_type, aggregate_type, aggregate_id, payload,
                                    traceparent)

@@ -527,7 +527,11 @@ class PaymentService:
             return ServiceResponse(spec.status, _problem_body(exc), "application/problem+json"), False
         # failed: the gateway did not process it
         spec = errors.GATEWAY_UNAVAILABLE if result.error_code in _UNAVAILABLE else errors.GATEWAY_ERROR
-        if row.type == TxType.VOID.value and result.response and _mentions_settled(result.response.auth_resp_text):
+        if (
+            row.type == TxType.VOID.value
+            and result.response
+            and _mentions_settled(result.response.auth_resp_text)
+        ):
             # the gateway closed the batch before paycore's own cut-off: refund instead
             spec = errors.PAYMENT_SETTLED
         exc = PaycoreError(

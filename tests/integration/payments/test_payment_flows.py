@@ -52,7 +52,9 @@ async def test_authorization_partial_captures_and_refunds(container, principal, 
     assert auth["amount_capturable"] == 10_000
     for amount in (4_000, 6_000):
         body = schemas.CapturePayment(amount=amount)
-        resp = await container.payments.capture(principal, pid, body, idem(body, f"/v1/payments/{pid}/capture"))
+        resp = await container.payments.capture(
+            principal, pid, body, idem(body, f"/v1/payments/{pid}/capture")
+        )
         assert resp.status == 201, resp.body
     with pytest.raises(PaycoreError) as info:
         body = schemas.CapturePayment(amount=1)
@@ -60,7 +62,9 @@ async def test_authorization_partial_captures_and_refunds(container, principal, 
     assert info.value.code == "amount_exceeds_capturable"
     for amount in (5_000, 5_000):
         body = schemas.RefundPayment(amount=amount)
-        resp = await container.payments.refund(principal, pid, body, idem(body, f"/v1/payments/{pid}/refunds"))
+        resp = await container.payments.refund(
+            principal, pid, body, idem(body, f"/v1/payments/{pid}/refunds")
+        )
         assert resp.status == 201, resp.body
     with pytest.raises(PaycoreError) as info:
         body = schemas.RefundPayment(amount=1)
@@ -94,7 +98,9 @@ async def test_void_an_unsettled_sale_and_a_single_capture(container, principal,
     auth = decode(await create(container, principal, token, amount=3_000, capture=False))
     aid = uuid.UUID(auth["id"])
     cap = schemas.CapturePayment(amount=1_000)
-    captured = decode(await container.payments.capture(principal, aid, cap, idem(cap, f"/v1/payments/{aid}/capture")))
+    captured = decode(
+        await container.payments.capture(principal, aid, cap, idem(cap, f"/v1/payments/{aid}/capture"))
+    )
     void = schemas.VoidPayment(capture_id=uuid.UUID(captured["id"]))
     resp = await container.payments.void(principal, aid, void, idem(void, f"/v1/payments/{aid}/void"))
     assert resp.status == 200
@@ -111,7 +117,9 @@ async def test_settled_sale_must_be_refunded_not_voided(container, principal, to
     problem = decode(resp)
     assert resp.status == 409 and problem["code"] == "payment_settled"
     refund = schemas.RefundPayment()
-    resp = await container.payments.refund(principal, sid, refund, idem(refund, f"/v1/payments/{sid}/refunds"))
+    resp = await container.payments.refund(
+        principal, sid, refund, idem(refund, f"/v1/payments/{sid}/refunds")
+    )
     assert resp.status == 201 and decode(resp)["payment"]["amount_refunded"] == 1_500
 
 
@@ -157,9 +165,13 @@ async def test_business_rule_failure_stores_nothing(container, principal, token)
     key = uuid.uuid4().hex
     too_much = schemas.CapturePayment(amount=501)
     with pytest.raises(PaycoreError):
-        await container.payments.capture(principal, pid, too_much, idem(too_much, f"/v1/payments/{pid}/capture", key))
+        await container.payments.capture(
+            principal, pid, too_much, idem(too_much, f"/v1/payments/{pid}/capture", key)
+        )
     fine = schemas.CapturePayment(amount=500)
-    resp = await container.payments.capture(principal, pid, fine, idem(fine, f"/v1/payments/{pid}/capture", key))
+    resp = await container.payments.capture(
+        principal, pid, fine, idem(fine, f"/v1/payments/{pid}/capture", key)
+    )
     assert resp.status == 201
 
 
@@ -184,7 +196,9 @@ async def test_concurrent_captures_never_exceed_the_authorization(container, pri
     async def capture():
         body = schemas.CapturePayment(amount=100)
         try:
-            resp = await container.payments.capture(principal, pid, body, idem(body, f"/v1/payments/{pid}/capture"))
+            resp = await container.payments.capture(
+                principal, pid, body, idem(body, f"/v1/payments/{pid}/capture")
+            )
             return resp.status
         except PaycoreError as exc:
             return exc.code
@@ -217,7 +231,9 @@ async def test_listing_pages_with_cursors_and_filters(container, principal, toke
         cursor = page.next_cursor
     assert seen == list(reversed(ids))
     # and back again
-    page = await container.payments.list(principal, ListQuery(limit=3, customer_id="cus_page", starting_after=None))
+    page = await container.payments.list(
+        principal, ListQuery(limit=3, customer_id="cus_page", starting_after=None)
+    )
     nxt = await container.payments.list(
         principal, ListQuery(limit=3, customer_id="cus_page", starting_after=page.next_cursor)
     )
