@@ -28,9 +28,13 @@ approval with AUTH_AMOUNT ≠ AMOUNT                    unknown       amount_mis
 `85` on a non-$0 type                                 unknown       unexpected_code_85
 all attempts failed, at least one may have arrived    unknown       timeout / http_503 / protocol_error / ...
 all attempts provably not delivered                   failed        gateway_unreachable
-circuit open and nothing delivered                    failed        circuit_open
+circuit open on the first attempt                     failed        circuit_open
 budget spent before anything was sent                 failed        deadline_exceeded
 ====================================================  ============  ========================
+
+`result.detail` says why retrying stopped early (`circuit_open` when the breaker opened mid-call,
+`no time left for a retry`) or names the protocol problem (`missing_auth_resp`, `tran_nbr_mismatch`,
+`oversized_body`, ...). It never contains body content.
 
 `amount_mismatch` (paycore convention, §3.2): a partial approval is unverified at EPX, so an approval
 for a different amount is an anomaly. It is reported as `unknown` with the response attached: the
