@@ -12,6 +12,9 @@ os.environ.setdefault("PAYCORE_ENV", "test")
 os.environ.setdefault("PAYCORE_LOG_LEVEL", "warning")
 
 from tests.support import db as test_db
+from tests.support.sim_fixtures import epx_sim, sim_control
+
+__all__ = ["epx_sim", "sim_control"]
 
 
 def _worker_id(config: pytest.Config) -> str:
