@@ -83,7 +83,9 @@ class ServerProcess:
     def pids(self) -> list[int]:
         """The granian main process and its workers."""
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout
         return [int(p) for p in out.split()]
 
     def terminate(self, timeout: float = 40.0) -> int:

@@ -7,6 +7,7 @@ frozen msgspec Structs (MEM-1..6). Card, CVV, account and routing values never a
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import msgspec
@@ -140,10 +141,24 @@ class ReportedTransaction(msgspec.Struct, frozen=True, kw_only=True):
     batch_id: str | None = None
 
 
+@dataclass(slots=True)
+class CallTrace:
+    """Caller-owned facts about one `process()` call, valid after it returns *or raises*.
+
+    After a cancellation, `may_have_reached_gateway` tells whether the transaction must be treated
+    as `unknown` (True) or provably was never sent (False).
+    """
+
+    attempts: int = 0  # attempts started (circuit rejections excluded)
+    may_have_reached_gateway: bool = False
+    last_error: str | None = None
+    completed: bool = False  # process() returned a GatewayResult
+
+
 class TransactionProcessor(Protocol):
     """Server Post: send one transaction and classify the outcome."""
 
-    async def process(self, request: GatewayRequest) -> GatewayResult: ...
+    async def process(self, request: GatewayRequest, *, trace: CallTrace | None = None) -> GatewayResult: ...
 
 
 class TransactionReport(Protocol):

@@ -234,6 +234,18 @@ MARK_UNKNOWN = Query(
         WHERE id = $1 AND status = 'pending'""",
 )
 
+MARK_NOT_SENT = Query(
+    "payments.mark_not_sent",
+    Tier.SIMPLE,
+    """WITH t AS (
+           UPDATE transactions SET status = 'failed', failure_code = 'cancelled_before_sending',
+                  updated_at = now(), resolved_at = now()
+            WHERE id = $1 AND status = 'pending'
+           RETURNING id)
+       DELETE FROM idempotency_keys
+        WHERE resource_id = $1 AND status = 'in_flight' AND EXISTS (SELECT 1 FROM t)""",
+)
+
 
 def _list_query(name: str, where: str, order: str) -> Query:
     return Query(
@@ -318,6 +330,10 @@ class PaymentRepository:
 
     async def mark_unknown(self, txn_id: uuid.UUID, reason: str, attempts: int) -> None:
         await self.db.execute(MARK_UNKNOWN, txn_id, reason, attempts)
+
+    async def mark_not_sent(self, txn_id: uuid.UUID) -> None:
+        """A cancelled call that provably never left paycore: failed, and its key released."""
+        await self.db.execute(MARK_NOT_SENT, txn_id)
 
     async def lock_group(
         self, con: Connection, payment_id: uuid.UUID, merchant_id: uuid.UUID

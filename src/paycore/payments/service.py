@@ -27,6 +27,7 @@ import structlog
 
 from paycore.gateway.epx import wire
 from paycore.gateway.port import (
+    CallTrace,
     GatewayRequest,
     GatewayResult,
     MerchantKey,
@@ -168,11 +169,19 @@ class PaymentService:
         return (uuid7(), event_type, {"object": payment}, traceparent_var.get())
 
     async def _call_gateway(self, request: GatewayRequest, txn_id: uuid.UUID) -> GatewayResult:
-        """The gateway call. A cancellation leaves the row pending → marked unknown, never re-sent."""
+        """The gateway call. On cancellation (client gone, shutdown, deadline) the row is marked
+        `unknown` when the request may have reached the gateway, else `failed` with its key
+        released. Either way it is never re-sent under a new TRAN_NBR."""
+        trace = CallTrace()
         try:
-            return await self.gateway.process(request)
+            return await self.gateway.process(request, trace=trace)
         except asyncio.CancelledError:
-            self.tasks.spawn("payments.mark_unknown", self.repo.mark_unknown(txn_id, "cancelled", 1))
+            if trace.may_have_reached_gateway:
+                self.tasks.spawn(
+                    "payments.mark_unknown", self.repo.mark_unknown(txn_id, "cancelled", trace.attempts)
+                )
+            else:
+                self.tasks.spawn("payments.mark_not_sent", self.repo.mark_not_sent(txn_id))
             raise
 
     # ------------------------------------------------------------------ create

@@ -78,6 +78,7 @@ import structlog
 
 from paycore.gateway.epx import codes, wire
 from paycore.gateway.port import (
+    CallTrace,
     Category,
     CircuitOpenError,
     GatewayRequest,
@@ -108,16 +109,6 @@ _BASE_HEADERS: Final[Mapping[str, str]] = {
 DEFAULT_MAX_BODY: Final = 64 * 1024
 # A retry is only worth scheduling when at least this much time is left for the attempt itself.
 MIN_ATTEMPT_TIME: Final = 0.01
-
-
-@dataclass(slots=True)
-class CallTrace:
-    """Caller-owned facts about one `process()` call, valid after it returns *or raises*."""
-
-    attempts: int = 0  # attempts started (circuit rejections excluded)
-    may_have_reached_gateway: bool = False
-    last_error: str | None = None
-    completed: bool = False  # process() returned a GatewayResult
 
 
 @dataclass(frozen=True, slots=True)
