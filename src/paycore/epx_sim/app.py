@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 import struct
+import sys
 import time
 from collections import Counter
 from datetime import UTC, date, datetime
@@ -47,6 +48,10 @@ def _mask(account: str | None) -> str | None:
     return "*" * max(0, len(account) - 4) + account[-4:]
 
 
+def _intern(text: str | None) -> str | None:
+    return None if text is None or len(text) > 16 else sys.intern(text)
+
+
 def _int_or_none(text: str | None) -> int | None:
     if text and text.isdigit() and len(text) <= 10:
         return int(text)
@@ -78,8 +83,10 @@ class Simulator:
         return self.faults.decide(target, ctx, time.monotonic(), self.engine.clock.now())
 
     def _finalise(self, entry: LedgerEntry, status: int | None) -> None:
+        if entry.responded_at is not None:
+            return  # already recorded (a hang that ended with the client going away)
         entry.http_status = status
-        entry.responded_at = self.engine.clock.now()
+        entry.responded_at = time.time()
         self.stats[(entry.endpoint, entry.outcome or "unknown")] += 1
         if self.ledger_file is not None:
             self.ledger_file.write(json.dumps(entry.to_json(), separators=(",", ":")) + "\n")
@@ -106,8 +113,15 @@ class Simulator:
             await asyncio.sleep(wait)
         return True
 
-    async def _hang(self, request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(self.settings.hang_max_s)
+    async def _hang(self, request: web.Request, entry: LedgerEntry) -> web.StreamResponse:
+        """Hold the connection without answering until the client gives up (or hang_max_s)."""
+        try:
+            await asyncio.sleep(self.settings.hang_max_s)
+        except asyncio.CancelledError:
+            entry.client_gone = True
+            self._finalise(entry, None)
+            raise
+        self._finalise(entry, None)
         return self._drop(request, rst=False)
 
     @staticmethod
@@ -138,16 +152,18 @@ class Simulator:
             body = f"{status} {reason}"
         return web.Response(status=status, text=body, content_type="text/plain", headers=headers)
 
-    async def _fail(self, request: web.Request, fail: Any) -> web.StreamResponse:
+    async def _fail(self, request: web.Request, entry: LedgerEntry, fail: Any) -> web.StreamResponse:
         if fail == "hang":
-            return await self._hang(request)
-        if fail in ("reset", "refuse"):
-            return self._drop(request, rst=True)
-        if fail == "close":
-            return self._drop(request, rst=False)
+            return await self._hang(request, entry)
+        if fail in ("reset", "refuse", "close"):
+            self._finalise(entry, None)
+            return self._drop(request, rst=fail != "close")
+        self._finalise(entry, int(fail))
         return self._status_response(int(fail))
 
-    async def _slow(self, request: web.Request, body: bytes, action: dict[str, Any]) -> web.StreamResponse:
+    async def _slow(
+        self, request: web.Request, entry: LedgerEntry, body: bytes, action: dict[str, Any]
+    ) -> web.StreamResponse:
         rate = float(action.get("bytes_per_s", 1))
         stall_after = action.get("stall_after")
         chunk = max(1, int(rate // 10) or 1)
@@ -159,7 +175,7 @@ class Simulator:
         try:
             while sent < len(body):
                 if stall_after is not None and sent >= int(stall_after):
-                    return await self._hang(request)
+                    return await self._hang(request, entry)
                 await resp.write(body[sent : sent + chunk])
                 sent += chunk
                 await asyncio.sleep(pause)
@@ -191,8 +207,8 @@ class Simulator:
             self._finalise(entry, 400)
             return web.Response(status=400, text=str(exc))
         tran_nbr_raw = f.get("TRAN_NBR")
-        entry.merchant = f.get("MERCH_NBR")
-        entry.tran_type = f.get("TRAN_TYPE")
+        entry.merchant = _intern(f.get("MERCH_NBR"))
+        entry.tran_type = _intern(f.get("TRAN_TYPE"))
         entry.tran_nbr = _int_or_none(tran_nbr_raw)
         entry.amount = f.get("AMOUNT")
         entry.masked_account = _mask(f.get("ACCOUNT_NBR"))
@@ -260,8 +276,7 @@ class Simulator:
         if kind == "timeout":
             after = a.get("after_s")
             if after is None:
-                self._finalise(entry, None)
-                return await self._hang(request)
+                return await self._hang(request, entry)
             await asyncio.sleep(float(after))
             if out is not None:
                 return self._post_response(entry, out, decision)
@@ -270,9 +285,7 @@ class Simulator:
         if kind in ("process_then_fail", "fail_before_process"):
             if a.get("after_s"):
                 await asyncio.sleep(float(a["after_s"]))
-            fail = a["fail"]
-            self._finalise(entry, fail if isinstance(fail, int) else None)
-            return await self._fail(request, fail)
+            return await self._fail(request, entry, a["fail"])
         if kind == "http_error":
             self._finalise(entry, int(a["status"]))
             return self._status_response(int(a["status"]), a.get("retry_after"), a.get("body"))
@@ -286,7 +299,7 @@ class Simulator:
         )
         if kind == "slow_body":
             self._finalise(entry, 200)
-            return await self._slow(request, wire.encode(fields, fmt).encode(), a)
+            return await self._slow(request, entry, wire.encode(fields, fmt).encode(), a)
         if kind == "bad_body":
             bad_kind = str(a["kind"])
             self._finalise(entry, 200)
@@ -367,16 +380,15 @@ class Simulator:
         a = rule.action
         kind = rule.type
         if kind == "timeout":
-            if a.get("after_s") is not None:
-                await asyncio.sleep(float(a["after_s"]))
+            if a.get("after_s") is None:
+                return await self._hang(request, entry)
+            await asyncio.sleep(float(a["after_s"]))
             self._finalise(entry, None)
-            return await self._hang(request) if a.get("after_s") is None else self._drop(request, rst=False)
+            return self._drop(request, rst=False)
         if kind in ("process_then_fail", "fail_before_process"):
             if a.get("after_s"):
                 await asyncio.sleep(float(a["after_s"]))
-            fail = a["fail"]
-            self._finalise(entry, fail if isinstance(fail, int) else None)
-            return await self._fail(request, fail)
+            return await self._fail(request, entry, a["fail"])
         if kind == "http_error":
             self._finalise(entry, int(a["status"]))
             return self._status_response(int(a["status"]), a.get("retry_after"), a.get("body"))
@@ -385,7 +397,7 @@ class Simulator:
             return web.Response(text=wire.html_error_page(502), content_type="text/html")
         if kind == "slow_body":
             self._finalise(entry, 200)
-            return await self._slow(request, b"<html><body>slow</body></html>", a)
+            return await self._slow(request, entry, b"<html><body>slow</body></html>", a)
         self._finalise(entry, 500)
         return self._status_response(500)
 

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import random
 import re
+import sys
+import time as _time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,6 +306,37 @@ def _expired(exp: str, now: datetime) -> bool:
     return (2000 + int(exp[:2])) * 12 + int(exp[2:]) < now.year * 12 + now.month
 
 
+def response_fields(txn: Txn) -> Fields:
+    """The Server Post answer of a processed transaction (rebuilt for duplicate replays)."""
+    inst = txn.instrument
+    fields: Fields = []
+    if txn.auth_guid:
+        fields.append(("AUTH_GUID", txn.auth_guid))
+    fields.append(("AUTH_RESP", txn.auth_resp))
+    fields.append(("AUTH_CODE", txn.auth_code))
+    fields.append(("AUTH_RESP_TEXT", txn.auth_resp_text))
+    if isinstance(inst, Card):
+        fields.append(("AUTH_CARD_TYPE", inst.brand))
+    elif isinstance(inst, BankAccount):
+        fields.append(("AUTH_CARD_TYPE", ""))
+    if txn.avs:
+        fields.append(("AUTH_AVS", txn.avs))
+        fields.append(("AUTH_CVV2", txn.cvv))
+    if txn.approved and txn.amount > 0:
+        fields.append(("AUTH_AMOUNT", cents_text(txn.amount)))
+    if inst is not None:
+        fields.append(("AUTH_MASKED_ACCOUNT_NBR", inst.masked))
+    if txn.ntid:
+        fields.append(("AUTH_TRAN_IDENT", txn.ntid))
+    fields.append(("TRAN_NBR", str(txn.tran_nbr)))
+    fields.append(("BATCH_ID", txn.batch_id))
+    if txn.echo_amount is not None:
+        fields.append(("AMOUNT", cents_text(txn.echo_amount)))
+    if txn.user_data:
+        fields.extend(txn.user_data)
+    return fields
+
+
 class Engine:
     """All simulated gateway state, in memory."""
 
@@ -338,6 +371,7 @@ class Engine:
         self.disputes: dict[str, Dispute] = {}
         self.ledger: deque[LedgerEntry] = deque(maxlen=self.ledger_max)
         self.redirects: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._cards: dict[tuple[str, str, str, str], Card] = {}
         self.batches_closed = 0
         self.last_close = self.clock.now()
         self._txn_seq = 0
@@ -422,7 +456,7 @@ class Engine:
             seq=self._ledger_seq,
             endpoint=endpoint,
             received_at=self.clock.now(),
-            wall_received_at=datetime.now(UTC),
+            wall_received_at=_time.time(),
             traceparent=traceparent,
         )
         self.ledger.append(entry)
@@ -469,7 +503,7 @@ class Engine:
             out.duplicate = True
             out.outcome = "duplicate"
             if self.settings.duplicate_mode == "replay":
-                out.fields = list(existing.response)
+                out.fields = response_fields(existing)
             else:
                 out.fields = self._error_fields(
                     Reject(f"Duplicate TRAN_NBR {tran_nbr}", "94"),
@@ -487,7 +521,7 @@ class Engine:
         book[tran_nbr] = txn
         if txn.op in _BATCHED_OPS and txn.approved:
             self.open_batch.append(txn)
-        out.fields = txn.response
+        out.fields = response_fields(txn)
         out.txn = txn
         out.processed = True
         out.outcome = "approved" if txn.approved else "declined"
@@ -682,9 +716,8 @@ class Engine:
             auth_resp_text=RESPONSE_TEXTS.get(code, "DECLINED"),
             auth_guid=None,
             auth_code="",
-            batch_id=r.f.get("BATCH_ID", ""),
+            batch_id=sys.intern(r.f.get("BATCH_ID", "")),
             processed_at=r.now,
-            response=[],
             instrument=instrument,
             parent=parent,
             root=root,
@@ -698,9 +731,9 @@ class Engine:
         *,
         bric_kind: str = "financial",
         bric_expiry: datetime | None = None,
-        extra: Fields | None = None,
+        avs_cvv: tuple[str, str] | None = None,
     ) -> Txn:
-        """Issue the transaction's BRIC and build its response fields."""
+        """Issue the transaction's BRIC and keep what its response needs (built by `response_fields`)."""
         f = r.f
         inst = txn.instrument
         if inst is not None:
@@ -710,40 +743,17 @@ class Engine:
             txn.auth_code = (
                 ("ACH" + self._auth_code()) if isinstance(inst, BankAccount) else self._auth_code()
             )
-        fields: Fields = []
-        if txn.auth_guid:
-            fields.append(("AUTH_GUID", txn.auth_guid))
-        fields.append(("AUTH_RESP", txn.auth_resp))
-        fields.append(("AUTH_CODE", txn.auth_code))
-        fields.append(("AUTH_RESP_TEXT", txn.auth_resp_text))
-        if isinstance(inst, Card):
-            fields.append(("AUTH_CARD_TYPE", inst.brand))
-        elif isinstance(inst, BankAccount):
-            fields.append(("AUTH_CARD_TYPE", ""))
-        if extra:
-            fields.extend(extra)
-        if txn.approved and txn.amount > 0:
-            fields.append(("AUTH_AMOUNT", cents_text(txn.amount)))
-        if inst is not None:
-            fields.append(("AUTH_MASKED_ACCOUNT_NBR", inst.masked))
-        if txn.ntid:
-            fields.append(("AUTH_TRAN_IDENT", txn.ntid))
-        fields.append(("TRAN_NBR", str(txn.tran_nbr)))
-        fields.append(("BATCH_ID", txn.batch_id))
-        amount = f.get("AMOUNT")
-        if amount is not None:
-            fields.append(("AMOUNT", amount))
-        for name in _ECHO_FIELDS:
-            value = f.get(name)
-            if value is not None:
-                fields.append((name, value))
-        txn.response = fields
+        if avs_cvv is not None:
+            txn.avs, txn.cvv = avs_cvv
+        txn.echo_amount = r.amount if r.amount_given else None
+        if "USER_DATA_1" in f or "USER_DATA_2" in f or "USER_DATA_3" in f:
+            txn.user_data = tuple((name, f[name]) for name in _ECHO_FIELDS if name in f)
         return txn
 
     # card ----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _keyed_card(f: dict[str, str]) -> Card:
+    def _keyed_card(self, f: dict[str, str]) -> Card:
+        """The card of a keyed request; identical cards share one (read-only) record."""
         pan = f.get("ACCOUNT_NBR")
         if not pan:
             raise Reject("Missing required field ACCOUNT_NBR")
@@ -753,7 +763,15 @@ class Engine:
         cem = f.get("CARD_ENT_METH")
         if cem is not None and cem not in ("E", "6", "M"):
             raise Reject("Invalid CARD_ENT_METH[VALUE]")
-        return Card(pan, exp, card_brand(pan), f.get("ADDRESS", ""), f.get("ZIP_CODE", ""))
+        address = f.get("ADDRESS", "")
+        zip_code = f.get("ZIP_CODE", "")
+        key = (pan, exp, address, zip_code)
+        card = self._cards.get(key)
+        if card is None:
+            if len(self._cards) >= 10_000:
+                self._cards.clear()
+            card = self._cards[key] = Card(pan, exp, card_brand(pan), address, zip_code)
+        return card
 
     def _card_bric(self, r: _Req) -> Bric:
         bric = self._lookup_bric(r)
@@ -792,7 +810,7 @@ class Engine:
         return "00"
 
     @staticmethod
-    def _avs_cvv(card: Card, f: dict[str, str]) -> Fields:
+    def _avs_cvv(card: Card, f: dict[str, str]) -> tuple[str, str]:
         zip_code = f.get("ZIP_CODE") or card.zip_code
         address = f.get("ADDRESS") or card.address
         if not zip_code:
@@ -808,7 +826,7 @@ class Engine:
             cvv_result = "M"
         else:
             cvv_result = "N"
-        return [("AUTH_AVS", avs), ("AUTH_CVV2", cvv_result)]
+        return avs, cvv_result
 
     def _card_sale(self, r: _Req) -> Txn:
         if r.f.get("ORIG_AUTH_GUID"):
@@ -819,7 +837,7 @@ class Engine:
         code = self._card_check(card, r.now) or self._amount_decision(card, r.amount)
         txn = self._new_txn(r, r.spec.op, code, card)
         txn.ntid = self._ntid() if txn.approved else ""
-        return self._finish(r, txn, extra=self._avs_cvv(card, r.f))
+        return self._finish(r, txn, avs_cvv=self._avs_cvv(card, r.f))
 
     def _capture(self, r: _Req) -> Txn:
         bric = self._lookup_bric(r)
@@ -924,7 +942,8 @@ class Engine:
             if "ZIP_CODE" in f:
                 card.zip_code = f["ZIP_CODE"]
         else:
-            card = self._keyed_card(f)
+            shared = self._keyed_card(f)
+            card = Card(shared.pan, shared.exp, shared.brand, shared.address, shared.zip_code)
         code = self._card_check(card, r.now) or self.settings.storage_code
         txn = self._new_txn(r, op, code, card, amount=0)
         txn.ntid = self._ntid() if txn.approved else ""
@@ -933,7 +952,7 @@ class Engine:
         if cof not in ("", "0"):
             expiry = add_months(r.now, int(cof))
         kind = "storage" if op == "storage" and txn.approved else "financial"
-        return self._finish(r, txn, bric_kind=kind, bric_expiry=expiry, extra=self._avs_cvv(card, f))
+        return self._finish(r, txn, bric_kind=kind, bric_expiry=expiry, avs_cvv=self._avs_cvv(card, f))
 
     # ACH -----------------------------------------------------------------------------------------
 

@@ -6,11 +6,9 @@ numbers are held in memory only, never serialised: `LedgerEntry.to_json` is mask
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
-
-from paycore.epx_sim.wire import Fields
 
 MerchantKey = tuple[str, str, str, str]  # CUST_NBR, MERCH_NBR, DBA_NBR, TERMINAL_NBR
 
@@ -213,7 +211,6 @@ class Txn:
     auth_code: str
     batch_id: str
     processed_at: datetime
-    response: Fields
     instrument: Instrument | None = None
     parent: Txn | None = None
     root: Txn | None = None
@@ -226,6 +223,10 @@ class Txn:
     settled: bool = False
     settled_at: datetime | None = None
     ach_settle_date: date | None = None
+    avs: str = ""
+    cvv: str = ""
+    echo_amount: int | None = None  # AMOUNT as sent (validated, so cents_text() gives it back)
+    user_data: tuple[tuple[str, str], ...] | None = None
 
     @property
     def approved(self) -> bool:
@@ -327,8 +328,8 @@ class LedgerEntry:
 
     seq: int
     endpoint: str
-    received_at: datetime
-    wall_received_at: datetime
+    received_at: datetime  # simulated clock
+    wall_received_at: float  # real time (epoch seconds)
     merchant: str | None = None  # MERCH_NBR
     tran_nbr: int | None = None
     tran_type: str | None = None
@@ -342,11 +343,11 @@ class LedgerEntry:
     fault_action: str | None = None
     traceparent: str | None = None
     http_status: int | None = None
-    responded_at: datetime | None = None
+    responded_at: float | None = None  # real time (epoch seconds)
     client_gone: bool = False
     masked_account: str | None = None
     outcome: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -369,7 +370,12 @@ class LedgerEntry:
             "masked_account": self.masked_account,
             "client_gone": self.client_gone,
             "received_at": iso(self.received_at),
-            "wall_received_at": iso(self.wall_received_at),
-            "responded_at": None if self.responded_at is None else iso(self.responded_at),
-            **self.extra,
+            "wall_received_at": iso(datetime.fromtimestamp(self.wall_received_at, UTC)),
+            "responded_at": None
+            if self.responded_at is None
+            else iso(datetime.fromtimestamp(self.responded_at, UTC)),
+            "latency_ms": None
+            if self.responded_at is None
+            else round((self.responded_at - self.wall_received_at) * 1000, 3),
+            **(self.extra or {}),
         }

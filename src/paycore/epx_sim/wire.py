@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 from defusedxml import ElementTree as SafeET
 
@@ -42,11 +42,26 @@ def parse_request(body: bytes) -> dict[str, str]:
     stripped = text.lstrip()
     if stripped.startswith("<"):
         return parse_detail_xml(stripped)
-    return dict(parse_qsl(text, keep_blank_values=True))
+    return _parse_form_text(text)
 
 
 def parse_form(body: bytes) -> dict[str, str]:
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    return _parse_form_text(body.decode("utf-8", errors="replace"))
+
+
+def _parse_form_text(text: str) -> dict[str, str]:
+    """`application/x-www-form-urlencoded` like `parse_qsl(keep_blank_values=True)`, but it only
+    unquotes the pairs that need it (most EPX fields are plain alphanumerics). Last key wins."""
+    out: dict[str, str] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            key = unquote_plus(key)
+            value = unquote_plus(value)
+        out[key] = value
+    return out
 
 
 def parse_detail_xml(text: str) -> dict[str, str]:

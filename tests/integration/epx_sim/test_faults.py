@@ -238,3 +238,37 @@ async def test_rules_are_listed_and_counted(sim_control: SimControl) -> None:
     assert await sim_control.faults() == []
     stats = await sim_control.stats()
     assert stats["endpoints"]["server_post"]["approved"] >= 1
+
+
+async def test_sandbox_rate_limit(
+    epx_sim: SimProcess, sim_control: SimControl, http: aiohttp.ClientSession
+) -> None:
+    await sim_control.settings(rate_limit_rps=2, rate_limit_mode="503")
+    statuses = [
+        (await post(http, epx_sim.server_post_url, form("CCE1", "1.00", **VISA)))[0] for _ in range(3)
+    ]
+    assert statuses[0] == 200 and 503 in statuses[1:]
+    await sim_control.settings(rate_limit_mode="queue")
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    statuses = [
+        (await post(http, epx_sim.server_post_url, form("CCE1", "1.00", **VISA)))[0] for _ in range(3)
+    ]
+    assert statuses == [200, 200, 200] and time.monotonic() - started >= 0.9
+
+
+async def test_hang_ended_by_the_client_is_recorded_once(
+    epx_sim: SimProcess, sim_control: SimControl
+) -> None:
+    tn = next_tran_nbr()
+    await sim_control.add_fault(
+        {"match": {"tran_nbr": tn}, "action": {"type": "process_then_fail", "fail": "hang"}}
+    )
+    before = (await sim_control.stats())["total"]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as http:
+        with pytest.raises(TimeoutError):
+            await post(http, epx_sim.server_post_url, form("CCE1", "1.00", tn, **VISA))
+    await asyncio.sleep(0.2)
+    [entry] = await sim_control.ledger(tran_nbr=tn)
+    assert entry["client_gone"] is True and entry["http_status"] is None and entry["processed"] is True
+    assert (await sim_control.stats())["total"] - before == 1

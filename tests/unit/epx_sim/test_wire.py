@@ -62,3 +62,13 @@ def test_browser_post_pages_parse_back() -> None:
     assert redirect_location("https://s/cb?txn=1", [("A", "1")]) == "https://s/cb?txn=1&A=1"
     form = hosted_form("/browserpost/", [("TAC", "t")], "1.00", "SALE")
     assert parse_form_page(form)[2][0] == ("TAC", "t") and "ACCOUNT_NBR" in form
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["A=1&B=2", "A=&B", "A=x+y&B=%26%3D", "&&A=1&", "N%41ME=v%20w", "A=1&A=2", "E=%E2%82%AC", "k=a=b"],
+)
+def test_fast_form_parser_matches_parse_qsl(text: str) -> None:
+    from urllib.parse import parse_qsl
+
+    assert wire.parse_form(text.encode()) == dict(parse_qsl(text, keep_blank_values=True))
