@@ -88,7 +88,7 @@ def page_limit(limit: int | None, *, default: int = 20, maximum: int = 100) -> i
 
 
 def raw_response(result: Any, *, replayed: bool = False) -> Response[Any]:
-    headers = dict(result.headers)
+    headers = dict(getattr(result, "headers", ()))
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(

@@ -14,6 +14,7 @@ from paycore.config import Settings
 from paycore.gateway.epx.client import EpxServerPostClient
 from paycore.gateway.epx.reporting import EpxReportingClient
 from paycore.idempotency.repository import IdempotencyRepository
+from paycore.idempotency.service import Idempotency
 from paycore.kernel.clock import Clock, SystemClock
 from paycore.merchants.model import Merchant, Principal
 from paycore.merchants.repository import MerchantRepository
@@ -43,6 +44,7 @@ class Container:
     breakers: BreakerRegistry
     merchants: MerchantDirectory
     payments: PaymentService
+    idempotency: Idempotency
     pool_monitor: PoolMonitor
     clock: Clock
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
@@ -164,6 +166,7 @@ async def build_container(
         breakers=breakers,
         merchants=merchants,
         payments=payments,
+        idempotency=Idempotency(db, IdempotencyRepository(db)),
         pool_monitor=PoolMonitor(
             db, warn_ratio=settings.db_pool_warn_ratio, error_ratio=settings.db_pool_error_ratio
         ),
