@@ -150,11 +150,20 @@ def parse_merchant(text: str) -> Merchant:
     return Merchant((parts[0], parts[1], parts[2], parts[3]), parts[4])
 
 
+def parse_instant(text: str) -> datetime:
+    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        raise ValueError("--clock-start needs a time zone, e.g. 2026-03-02T10:00:00Z")
+    return at
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         check_safe(args)
         settings = settings_from_args(args)
         merchants = [parse_merchant(m) for m in args.merchant]
+        if args.clock_start:
+            args.clock_start = parse_instant(args.clock_start)
     except (UnsafeConfiguration, ValueError) as exc:
         print(f"paycore epx-sim: {exc}", file=sys.stderr)
         return 2
@@ -191,15 +200,13 @@ async def _serve(args: argparse.Namespace, settings: Settings, merchants: list[M
     engine = Engine(
         copy.copy(settings), seed=args.seed, default_mac=args.default_mac, ledger_max=args.ledger_max
     )
-    engine.extra_merchants.extend(merchants)
+    engine.base_merchants.extend(merchants)
     for m in merchants:
         engine.add_merchant(m)
-    if args.frozen_clock:
-        engine.clock.freeze(True)
-    if args.clock_start:
-        engine.clock.set(datetime.fromisoformat(args.clock_start.replace("Z", "+00:00")))
-        engine.clock_changed()
-        engine.last_close = engine.clock.now()
+    engine.clock_frozen = args.frozen_clock
+    engine.clock_start = args.clock_start
+    engine.reset_clock()
+    engine.last_close = engine.clock.now()
     ledger_file = _open_ledger(args.ledger_file) if args.ledger_file else None
     sim = Simulator(engine, FaultSet(args.seed), ledger_file=ledger_file)
     ssl_ctx, ca_file = _ssl_context(args)

@@ -163,12 +163,13 @@ class Control:
             seed = body.get("seed")
             if seed is not None and not isinstance(seed, int):
                 raise BadRequest("seed must be an integer")
+            if body.get("drop_merchants"):
+                self.engine.extra_merchants.clear()
             self.engine.reset(seed)
             self.sim.faults.seed = self.engine.seed
             self.sim.stats.clear()
         else:
-            self.engine.clock.reset()
-            self.engine.clock_changed()
+            self.engine.reset_clock()
         return web.json_response({"status": "ok", "scope": scope})
 
     def _restore_settings(self) -> None:
@@ -183,7 +184,7 @@ class Control:
         body = await _body(request)
         clock = self.engine.clock
         if body.get("reset"):
-            clock.reset()
+            self.engine.reset_clock()
         if "frozen" in body:
             clock.freeze(_bool(body["frozen"], "frozen"))
         if body.get("now") is not None:

@@ -354,7 +354,10 @@ class Engine:
         self.clock = clock or SimClock()
         self.default_mac = default_mac
         self.ledger_max = ledger_max
-        self.extra_merchants: list[Merchant] = []
+        self.base_merchants: list[Merchant] = []  # from the command line
+        self.extra_merchants: list[Merchant] = []  # added through the control API
+        self.clock_start: datetime | None = None
+        self.clock_frozen = False
         self._init_state(seed)
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -377,14 +380,23 @@ class Engine:
         self._txn_seq = 0
         self._ledger_seq = 0
         self.add_merchant(Merchant(DEFAULT_MERCHANT_KEY, self.default_mac))
-        for m in self.extra_merchants:
+        for m in (*self.base_merchants, *self.extra_merchants):
             self.add_merchant(Merchant(m.key, m.mac, m.response_format, m.single_capture))
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
             self.seed = seed
-        self.clock.reset()
+        self.reset_clock()
         self._init_state(self.seed)
+
+    def reset_clock(self) -> None:
+        """Back to the start configuration: real time, or `--clock-start` / `--frozen-clock`."""
+        self.clock.reset()
+        if self.clock_frozen:
+            self.clock.freeze(True)
+        if self.clock_start is not None:
+            self.clock.set(self.clock_start)
+        self.clock_changed()
 
     def add_merchant(self, merchant: Merchant) -> None:
         old = self.merchants.get(merchant.key)
