@@ -152,11 +152,15 @@ class SimProcess:
     def __enter__(self) -> Self:
         return self
 
+    def close(self) -> None:
+        """Stop the process and release its captured stderr."""
+        self.stop()
+        self._stderr.close()
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
-        self._stderr.close()
+        self.close()
 
     # --- conveniences ------------------------------------------------------------------------
 
