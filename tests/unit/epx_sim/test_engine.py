@@ -567,3 +567,31 @@ def test_disputes_are_tied_to_transactions_and_paged(engine: Engine) -> None:
     engine.settings.north_page_cap = 2
     page, total = engine.search_disputes("900300", None, None)
     assert len(page) == 2 and total == 4
+
+
+def test_verification_and_reversal(engine: Engine) -> None:
+    verify = post(engine, "CCE0", "0.00", **VISA)
+    assert verify.auth_resp == "00" and verify.field("AUTH_TRAN_IDENT")
+    assert engine.brics[guid(verify)].kind == "financial"
+    a = guid(auth(engine, "8.00"))
+    assert post(engine, "CCE7", None, ORIG_AUTH_GUID=a).auth_resp == "00"
+    assert post(engine, "CCE4", "1.00", ORIG_AUTH_GUID=a).field("AUTH_RESP_TEXT") == "Transaction voided"
+
+
+def test_multi_use_tac_second_submission_is_a_duplicate(engine: Engine) -> None:
+    engine.settings.tac_single_use = False
+    tac = _tac(engine, TRAN_NBR="5550000009")
+    first = engine.browser_post(_bp(tac, TRAN_NBR="5550000009"))
+    second = engine.browser_post(_bp(tac, TRAN_NBR="5550000009"))
+    assert dict(first.fields or [])["AUTH_RESP"] == "00"
+    f = dict(second.fields or [])
+    assert f["AUTH_RESP"] == "94" and "Duplicate TRAN_NBR" in f["AUTH_RESP_TEXT"]
+
+
+def test_full_reset_keeps_cli_merchants(engine: Engine) -> None:
+    engine.base_merchants.append(Merchant(("1", "2", "3", "4"), "m"))
+    engine.extra_merchants.append(Merchant(("5", "6", "7", "8"), "n"))
+    sale(engine, "1.00")
+    engine.reset()
+    assert not engine.txns and not engine.ledger
+    assert {("1", "2", "3", "4"), ("5", "6", "7", "8")} <= set(engine.merchants)
