@@ -24,7 +24,10 @@ def _worker_id(config: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated database for this test worker, cloned from a template."""
-    name = f"paycore_test_{_worker_id(request.config)}"
+    # The run id keeps concurrent test runs on one machine (several engineers, one PostgreSQL)
+    # from dropping each other's databases.
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"p{os.getpid()}")[:8]
+    name = f"paycore_test_{_worker_id(request.config)}_{run_id}"
     dsn = asyncio.run(test_db.create_database(name))
     yield dsn
     asyncio.run(test_db.drop_database(name))
