@@ -28,6 +28,8 @@ from paycore.platform.crypto import Keyring
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
 from paycore.platform.db.pool import PoolMonitor, create_database
+from paycore.platform.jobs import JobDefinition
+from paycore.platform.queue import PgJobQueue
 from paycore.platform.resilience.breaker import GATEWAY_SERVER_POST, REPORTING_API, BreakerRegistry
 from paycore.platform.shutdown import Lifecycle
 from paycore.platform.tasks import TaskSupervisor
@@ -47,6 +49,7 @@ class Container:
     idempotency: Idempotency
     pool_monitor: PoolMonitor
     clock: Clock
+    jobs: PgJobQueue
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -80,6 +83,48 @@ class Container:
                 await session.close()
         with contextlib.suppress(Exception):
             await self.db.pool.close()
+
+
+# Capabilities whose `jobs` module (if present) declares background jobs for `paycore worker`.
+JOB_CAPABILITIES: tuple[str, ...] = (
+    "payments",
+    "payment_methods",
+    "checkout",
+    "subscriptions",
+    "webhooks",
+    "disputes",
+    "merchants",
+    "idempotency",
+)
+
+
+def job_definitions(settings: Settings | None = None) -> list[JobDefinition]:
+    """Every capability's jobs: `paycore.<capability>.jobs` exposes `JOBS` (a list of
+    `JobDefinition`s) and/or `jobs(settings)` (definitions whose periods come from settings).
+    A capability without a `jobs` module (or not installed) is skipped; one that fails to
+    import is an error. Names must be unique."""
+    import importlib
+    import importlib.util
+
+    found: list[JobDefinition] = []
+    for capability in JOB_CAPABILITIES:
+        name = f"paycore.{capability}.jobs"
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            continue
+        module = importlib.import_module(name)
+        found.extend(getattr(module, "JOBS", ()))
+        factory = getattr(module, "jobs", None)
+        if callable(factory) and settings is not None:
+            found.extend(factory(settings))
+    names = [d.name for d in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"job names declared twice: {', '.join(duplicates)}")
+    return found
 
 
 def build_merchant_directory(
@@ -171,5 +216,6 @@ async def build_container(
             db, warn_ratio=settings.db_pool_warn_ratio, error_ratio=settings.db_pool_error_ratio
         ),
         clock=clock,
+        jobs=PgJobQueue(db),
         sessions=sessions,
     )

@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="override PAYCORE_WORKERS")
     serve.add_argument("--port", type=int, default=None, help="override PAYCORE_HTTP_PORT")
     sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser(
+        "worker", help="background jobs: webhooks, disputes, reconciliation, retention, billing, ACH"
+    )
     sim = sub.add_parser("epx-sim", help="the EPX gateway simulator")
     from paycore.epx_sim import cli as sim_cli
 

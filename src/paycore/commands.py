@@ -20,6 +20,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return serve_command(workers=args.workers, port=args.port)
     if command == "reconcile":
         return reconcile_command()
+    if command == "worker":
+        from paycore.worker import run as run_worker
+
+        return run_worker()
     if command == "admin":
         from paycore.merchants import admin_cli
 

@@ -361,6 +361,40 @@ class Settings:
     )
     # --- jobs --------------------------------------------------------------------------------
     job_timeout: float = _env("PAYCORE_JOB_TIMEOUT", "5m", _pos_duration, "one worker job run")
+    worker_concurrency: int = _env(
+        "PAYCORE_WORKER_CONCURRENCY", "10", _pos_int, "jobs one `paycore worker` runs at once"
+    )
+    job_poll_interval: float = _env(
+        "PAYCORE_JOB_POLL_INTERVAL", "1s", _pos_duration, "how often an idle worker looks for due jobs"
+    )
+    job_lease: float = _env(
+        "PAYCORE_JOB_LEASE",
+        "30s",
+        _pos_duration,
+        "claim lease of a job, renewed while it runs; a dead worker's jobs are re-run after it",
+    )
+    job_retry_base: float = _env(
+        "PAYCORE_JOB_RETRY_BASE", "10s", _pos_duration, "first retry delay of a failed job (doubles)"
+    )
+    job_retry_cap: float = _env("PAYCORE_JOB_RETRY_CAP", "1h", _pos_duration, "longest job retry delay")
+    job_retention: float = _env(
+        "PAYCORE_JOB_RETENTION", "7d", _pos_duration, "finished jobs are deleted after this"
+    )
+    retention_interval: float = _env(
+        "PAYCORE_RETENTION_INTERVAL", "1h", _pos_duration, "period of the purge jobs (keys, jobs, events)"
+    )
+    reconcile_interval: float = _env(
+        "PAYCORE_RECONCILE_INTERVAL", "1m", _pos_duration, "period of the `payments.reconcile` job"
+    )
+    dispute_sync_interval: float = _env(
+        "PAYCORE_DISPUTE_SYNC_INTERVAL", "1h", _pos_duration, "period of the `disputes.sync` job"
+    )
+    dispute_lookback_days: int = _env(
+        "PAYCORE_DISPUTE_LOOKBACK_DAYS", "7", _pos_int, "days re-read by each dispute sync (overlap)"
+    )
+    dispute_max_lookback_days: int = _env(
+        "PAYCORE_DISPUTE_MAX_LOOKBACK_DAYS", "90", _pos_int, "days read by a merchant's first dispute sync"
+    )
     billing_concurrency: int = _env(
         "PAYCORE_BILLING_CONCURRENCY", "10", _pos_int, "concurrent charges per billing run"
     )
@@ -392,6 +426,30 @@ class Settings:
         "false",
         parse_bool,
         "development only: allow loopback/private webhook targets (SSRF guard off)",
+    )
+    webhook_poll_interval: float = _env(
+        "PAYCORE_WEBHOOK_POLL_INTERVAL", "1s", _pos_duration, "period of the dispatch and delivery jobs"
+    )
+    webhook_batch_size: int = _env(
+        "PAYCORE_WEBHOOK_BATCH_SIZE", "100", _pos_int, "events or deliveries taken per job run"
+    )
+    webhook_secret_overlap: float = _env(
+        "PAYCORE_WEBHOOK_SECRET_OVERLAP",
+        "24h",
+        parse_duration,
+        "default time both secrets sign after a rotation",
+    )
+    webhook_disable_after: float = _env(
+        "PAYCORE_WEBHOOK_DISABLE_AFTER",
+        "5d",
+        _pos_duration,
+        "an endpoint failing without a single success for this long is disabled",
+    )
+    webhook_event_retention: float = _env(
+        "PAYCORE_WEBHOOK_EVENT_RETENTION",
+        "30d",
+        _pos_duration,
+        "events (and their delivery logs) are listed, re-sent and kept this long",
     )
     degraded: bool = _env(
         "PAYCORE_DEGRADED", "false", parse_bool, "turns off webhooks, reporting and detailed logging"
@@ -527,6 +585,10 @@ def validate(s: Settings) -> None:
             raise ConfigError("PAYCORE_WEBHOOK_ALLOW_PRIVATE: not allowed in production")
         if s.api_key_secret == _DEV_SECRETS["PAYCORE_API_KEY_SECRET"]:
             raise ConfigError("PAYCORE_API_KEY_SECRET: the development secret is not allowed in production")
+    if s.dispute_lookback_days > s.dispute_max_lookback_days:
+        raise ConfigError("PAYCORE_DISPUTE_LOOKBACK_DAYS: must not exceed PAYCORE_DISPUTE_MAX_LOOKBACK_DAYS")
+    if not s.webhook_retry_schedule:
+        raise ConfigError("PAYCORE_WEBHOOK_RETRY_SCHEDULE: at least one delay is required")
     if s.retry_multiplier < 1.0:
         raise ConfigError("PAYCORE_RETRY_MULTIPLIER: must be at least 1.0")
 

@@ -157,6 +157,47 @@ COMPONENT_SHUTDOWN_DURATION = Histogram(
 SHUTDOWN_ERRORS = Counter("shutdown_errors_total", "Shutdown phase failures", ["component"])
 GRACEFUL_SHUTDOWNS = Counter("graceful_shutdowns_total", "Completed graceful shutdowns")
 FEATURE_FLAG = Gauge("feature_flag_enabled", "Kill switches", ["flag"], multiprocess_mode="max")
+# --- background jobs (paycore worker) -------------------------------------------------------------
+JOB_RUNS = Counter(
+    "job_runs_total",
+    "Job runs by outcome (success, failed, timeout, released, lost, dead)",
+    ["job", "status"],
+)
+JOB_DURATION = Histogram(
+    "job_duration_seconds",
+    "One job run",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+JOB_QUEUE_DEPTH = Gauge(
+    "job_queue_depth", "Queued jobs that are due (scheduled: 1 when due)", ["job"], multiprocess_mode="max"
+)
+JOB_LAG = Gauge(
+    "job_lag_seconds",
+    "Age of the oldest due, unclaimed job (or overdue schedule)",
+    ["job"],
+    multiprocess_mode="max",
+)
+# --- webhooks (RES-4, RES-5) -----------------------------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_deliveries_total",
+    "Webhook delivery attempts (success, failed, pending = retry scheduled)",
+    ["event_type", "status"],
+)
+WEBHOOK_DURATION = Histogram(
+    "webhook_delivery_duration_seconds",
+    "One webhook delivery attempt",
+    ["event_type"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30),
+)
+BULKHEAD_IN_USE = Gauge("bulkhead_in_use", "Slots held in a bulkhead", ["name"], multiprocess_mode="livesum")
+BULKHEAD_REJECTIONS = Counter(
+    "bulkhead_rejections_total", "Work that found its bulkhead full and had to wait", ["name"]
+)
+# --- disputes --------------------------------------------------------------------------------------
+CHARGEBACKS = Counter(
+    "chargebacks_total", "Chargebacks seen (pending) and decided (won, lost)", ["reason_code", "status"]
+)
 
 
 def render(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
