@@ -125,6 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scrape-interval", type=_positive_float, default=1.0, help="/metrics scrape period (default 1 s)"
     )
     output.add_argument(
+        "--wait-idle",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the machine to be < 15 %% busy (shared machines)",
+    )
+    output.add_argument(
         "--py-spy", default=None, metavar="PATH", help="py-spy binary: record one worker during the window"
     )
 
@@ -153,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         plot=not args.no_plot,
         keep_logs=args.keep_logs,
         py_spy=args.py_spy,
+        wait_idle=args.wait_idle,
     )
     if opts.duration + opts.warmup > MAX_DURATION_S:
         print(f"paycore bench: warm-up + duration must stay under {MAX_DURATION_S:.0f} s")

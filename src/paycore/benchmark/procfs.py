@@ -164,6 +164,38 @@ def cpu_seconds(pids: Iterable[int], root: Path = PROC, ticks: int | None = None
     return out
 
 
+def thread_cpu_seconds(pid: int, root: Path = PROC, ticks: int | None = None) -> dict[int, tuple[str, float]]:
+    """tid → (thread name, user+system CPU seconds) of each thread of `pid`."""
+    hz = ticks or clock_ticks()
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        entries = list((root / str(pid) / "task").iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        text = _read(entry / "stat") if entry.name.isdigit() else None
+        if text is None:
+            continue
+        try:
+            stat = parse_stat(text)
+        except (ValueError, IndexError):
+            continue
+        out[stat.pid] = (stat.comm, stat.cpu_ticks / hz)
+    return out
+
+
+def threads_by_name(
+    before: Mapping[int, tuple[str, float]], after: Mapping[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent between two `thread_cpu_seconds` snapshots, summed by thread name."""
+    out: dict[str, float] = {}
+    for tid, (name, seconds) in after.items():
+        spent = seconds - (before[tid][1] if tid in before else 0.0)
+        if spent > 0:
+            out[name] = out.get(name, 0.0) + spent
+    return out
+
+
 def cpu_delta(before: Mapping[int, float], after: Mapping[int, float]) -> float:
     """CPU seconds spent between two snapshots by the processes present in `after`.
 

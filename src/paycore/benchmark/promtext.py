@@ -77,6 +77,21 @@ def total(samples: Iterable[Sample], name: str, **labels: str) -> float | None:
     return sum(values) if values else None
 
 
+def by_label(samples: Iterable[Sample], name: str, *labels: str) -> dict[str, float]:
+    """Samples named `name` summed by the values of `labels` (joined with '/')."""
+    out: dict[str, float] = {}
+    for s in samples:
+        if s.name == name:
+            key = "/".join(s.labels.get(label, "") for label in labels)
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def counter_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Growth of counters between two scrapes (a key new in `after` counts from zero)."""
+    return {k: max(v - before.get(k, 0.0), 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
 @dataclass(frozen=True, slots=True)
 class Histogram:
     """A histogram's cumulative buckets (upper bound → count), sum and count."""

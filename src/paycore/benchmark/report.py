@@ -115,6 +115,9 @@ class Resources:
     server_http: Histogram | None = None
     lost_processes: int = 0  # processes that exited during the window (their CPU is not counted)
     loadavg_before: str = ""  # /proc/loadavg when the window opened: other work on the machine
+    worker_threads_cpu_s: Mapping[str, float] = field(default_factory=dict)  # thread name → CPU s
+    db_queries: Mapping[str, float] = field(default_factory=dict)  # query name → count in the window
+    outbound_connections: Mapping[str, float] = field(default_factory=dict)  # client/kind → count
 
 
 def _mb(kib: int | None) -> float | None:
@@ -153,6 +156,9 @@ def _cpu_section(load: LoadSummary, res: Resources) -> dict[str, Any]:
         "other_pct_of_machine": _other_pct(cpu, res.machine_busy_pct, window_capacity),
         "loadavg_at_start": res.loadavg_before or None,
         "processes_lost_in_window": res.lost_processes,
+        # the event loop runs in the thread named after the interpreter; granian's Rust runtime
+        # threads (HTTP parsing, I/O) carry their own names
+        "worker_threads_s": {k: round(v, 3) for k, v in sorted(res.worker_threads_cpu_s.items())},
     }
     return section
 
@@ -200,6 +206,38 @@ def _pool_section(res: Resources) -> dict[str, Any] | None:
         "waiting_max": max(s.waiting for s in res.pool),
         "samples": len(res.pool),
     }
+
+
+def _db_queries_section(res: Resources, ok: int) -> dict[str, Any] | None:
+    if not res.db_queries or ok <= 0:
+        return None
+    total_queries = sum(res.db_queries.values())
+    return {
+        "per_payment": round(total_queries / ok, 3),
+        "by_query_per_payment": {
+            name: round(count / ok, 3)
+            for name, count in sorted(res.db_queries.items(), key=lambda kv: -kv[1])
+        },
+        "note": "from db_query_duration_seconds_count over the window (all routes and background tasks)",
+    }
+
+
+def _outbound_section(res: Resources) -> dict[str, Any] | None:
+    if not res.outbound_connections:
+        return None
+    clients: dict[str, dict[str, float]] = {}
+    for key, count in res.outbound_connections.items():
+        client, _, kind = key.partition("/")
+        clients.setdefault(client, {})[kind] = count
+    out: dict[str, Any] = {}
+    for client, kinds in sorted(clients.items()):
+        new, reused = kinds.get("new", 0.0), kinds.get("reused", 0.0)
+        out[client] = {
+            "new": int(new),
+            "reused": int(reused),
+            "reuse_ratio": round(reused / (new + reused), 4) if new + reused else None,
+        }
+    return out
 
 
 def _server_http_section(hist: Histogram | None) -> dict[str, Any] | None:
@@ -278,6 +316,8 @@ def build_report(
         "memory": memory,
         "db_pool": pool,
         "server_http": _server_http_section(resources.server_http),
+        "db_queries": _db_queries_section(resources, load.ok),
+        "outbound_connections": _outbound_section(resources),
         "targets": _targets(results, memory, pool),
         "timeline": [
             {
@@ -408,6 +448,10 @@ def summary_text(report: Mapping[str, Any]) -> str:
             f"p50≈{_fmt(http.get('p50_ms_estimate'), ' ms', 2)}, "
             f"p99≈{_fmt(http.get('p99_ms_estimate'), ' ms', 2)} (http_request_duration_seconds)"
         )
+    queries = report.get("db_queries") or {}
+    if queries:
+        top = ", ".join(f"{k} {v}" for k, v in list(queries["by_query_per_payment"].items())[:4])
+        lines.append(f"  db queries   {queries['per_payment']} per payment ({top})")
     targets = report.get("targets") or {}
     met = [f"{k} {'✓' if v['met'] else '✗'}" for k, v in targets.items() if v.get("met") is not None]
     if met:

@@ -67,6 +67,8 @@ class BenchOptions:
     plot: bool = True
     keep_logs: bool = False
     py_spy: str | None = None  # path of a py-spy binary: record the workers during the window
+    wait_idle: float = 0.0  # seconds to wait at most for the machine to be quiet before starting
+    idle_threshold_pct: float = 15.0
     command: str = ""
 
     def pool_size(self) -> int:
@@ -199,19 +201,44 @@ class Window:
     machine_after: procfs.MachineCpu | None = None
     http_before: promtext.Histogram | None = None
     http_after: promtext.Histogram | None = None
+    threads_before: dict[int, dict[int, tuple[str, float]]] = field(default_factory=dict)
+    threads_after: dict[int, dict[int, tuple[str, float]]] = field(default_factory=dict)
+    metrics_before: list[promtext.Sample] = field(default_factory=list)
+    metrics_after: list[promtext.Sample] = field(default_factory=list)
     loadgen_cpu_s: float | None = None  # when the generator's CPU is not read from /proc (wrk)
     loadavg_before: str = ""
 
     async def open(self, monitor: Monitor) -> None:
         self.loadavg_before = procfs.read_loadavg()
         self.cpu_before, self.machine_before = monitor.snapshot()
+        self.threads_before = {
+            pid: procfs.thread_cpu_seconds(pid) for pid in self.cpu_before["server_workers"]
+        }
         monitor.measuring = True
-        self.http_before = monitor.http_histogram(await monitor.scrape())
+        self.metrics_before = await monitor.scrape()
+        self.http_before = monitor.http_histogram(self.metrics_before)
 
     async def close(self, monitor: Monitor) -> None:
         self.cpu_after, self.machine_after = monitor.snapshot()
+        self.threads_after = {pid: procfs.thread_cpu_seconds(pid) for pid in self.cpu_after["server_workers"]}
         monitor.measuring = False
-        self.http_after = monitor.http_histogram(await monitor.scrape())
+        self.metrics_after = await monitor.scrape()
+        self.http_after = monitor.http_histogram(self.metrics_after)
+
+    def worker_threads(self) -> dict[str, float]:
+        """CPU seconds of the workers' threads in the window, by thread name (all workers)."""
+        out: dict[str, float] = {}
+        for pid, after in self.threads_after.items():
+            for name, seconds in procfs.threads_by_name(self.threads_before.get(pid, {}), after).items():
+                out[name] = out.get(name, 0.0) + seconds
+        return out
+
+    def counters(self, name: str, *labels: str) -> dict[str, float]:
+        """How much the counter `name` grew in the window, by `labels`."""
+        return promtext.counter_delta(
+            promtext.by_label(self.metrics_before, name, *labels),
+            promtext.by_label(self.metrics_after, name, *labels),
+        )
 
     def cpu_by_role(self) -> tuple[dict[str, float], int]:
         out: dict[str, float] = {}
@@ -450,8 +477,30 @@ def _out_path(opts: BenchOptions) -> Path:
     return path
 
 
+async def wait_for_quiet_machine(
+    max_wait: float, threshold_pct: float, sample_s: float = 2.0
+) -> float | None:
+    """Wait (at most `max_wait` s) until the machine's busy share over `sample_s` is under
+    `threshold_pct`; returns the last busy share seen (None when /proc/stat is unreadable)."""
+    deadline = time.monotonic() + max_wait
+    busy: float | None = None
+    while True:
+        before = procfs.read_machine_cpu()
+        await asyncio.sleep(sample_s)
+        after = procfs.read_machine_cpu()
+        if before is None or after is None or after.total <= before.total:
+            return None
+        busy = (after.busy - before.busy) / (after.total - before.total) * 100.0
+        if busy < threshold_pct or time.monotonic() >= deadline:
+            return busy
+        _log(f"machine {busy:.0f} % busy with other work; waiting for it to quiet down")
+
+
 async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
     """Run one benchmark; returns the report and where it was written."""
+    idle_busy = None
+    if opts.wait_idle > 0:
+        idle_busy = await wait_for_quiet_machine(opts.wait_idle, opts.idle_threshold_pct)
     started_at = _now_iso()
     run_dir = Path(tempfile.mkdtemp(prefix="paycore-bench-"))
     stack_opts = StackOptions(
@@ -503,6 +552,9 @@ async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
             memory=memory,
             pool=monitor.pool,
             server_http=window.http_delta(),
+            worker_threads_cpu_s=window.worker_threads(),
+            db_queries=window.counters("db_query_duration_seconds_count", "query"),
+            outbound_connections=window.counters("outbound_connections_total", "client", "kind"),
             lost_processes=lost,
         )
         config = _config(opts, stack)
@@ -516,6 +568,8 @@ async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
             command=opts.command,
         )
         report["notes"] = _notes(opts, load, report["cpu"], lost)
+        if idle_busy is not None:
+            report["cpu"]["machine_busy_pct_before_start"] = round(idle_busy, 1)
         failed = False
     finally:
         if stack is not None:

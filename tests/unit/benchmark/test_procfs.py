@@ -111,3 +111,16 @@ def test_live_process_reads() -> None:
     assert stat.pid == os.getpid()
     assert (procfs.read_status_kib(os.getpid(), "VmRSS") or 0) > 0
     assert procfs.clock_ticks() > 0
+
+
+def test_thread_cpu_on_a_fixture_tree(tmp_path: Path) -> None:
+    task = tmp_path / "100" / "task"
+    for tid, name, utime in [(100, "python", 300), (101, "granian-worker", 50), (102, "granian-worker", 25)]:
+        (task / str(tid)).mkdir(parents=True)
+        text = STAT.replace("4242 (python)", f"{tid} ({name})").replace(" 1234 567 ", f" {utime} 0 ")
+        (task / str(tid) / "stat").write_text(text)
+    after = procfs.thread_cpu_seconds(100, tmp_path, ticks=100)
+    assert after == {100: ("python", 3.0), 101: ("granian-worker", 0.5), 102: ("granian-worker", 0.25)}
+    before = {100: ("python", 1.0), 101: ("granian-worker", 0.5)}
+    assert procfs.threads_by_name(before, after) == {"python": 2.0, "granian-worker": 0.25}
+    assert procfs.thread_cpu_seconds(999, tmp_path) == {}

@@ -75,3 +75,25 @@ def test_histogram_minus_gives_the_window() -> None:
     assert delta.buckets == ((0.01, 10.0), (0.1, 30.0), (math.inf, 31.0))
     assert delta.count == 31.0
     assert delta.sum == pytest.approx(2.0)
+
+
+def test_by_label_and_counter_delta() -> None:
+    before = promtext.parse(
+        'db_query_duration_seconds_count{query="a",status="ok"} 10\n'
+        'db_query_duration_seconds_count{query="a",status="error"} 1\n'
+        'db_query_duration_seconds_count{query="b",status="ok"} 5\n'
+    )
+    after = promtext.parse(
+        'db_query_duration_seconds_count{query="a",status="ok"} 30\n'
+        'db_query_duration_seconds_count{query="a",status="error"} 1\n'
+        'db_query_duration_seconds_count{query="b",status="ok"} 5\n'
+        'db_query_duration_seconds_count{query="c",status="ok"} 4\n'
+    )
+    by_query = promtext.by_label(after, "db_query_duration_seconds_count", "query")
+    assert by_query == {"a": 31.0, "b": 5.0, "c": 4.0}
+    delta = promtext.counter_delta(
+        promtext.by_label(before, "db_query_duration_seconds_count", "query"), by_query
+    )
+    assert delta == {"a": 20.0, "c": 4.0}
+    two = promtext.by_label(after, "db_query_duration_seconds_count", "query", "status")
+    assert two["a/error"] == 1.0

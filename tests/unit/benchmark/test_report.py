@@ -60,6 +60,9 @@ def _resources(**overrides: Any) -> report.Resources:
         "pool": [report.PoolSample(5, 50, 0), report.PoolSample(20, 50, 2), report.PoolSample(10, 50, 0)],
         "server_http": Histogram(((0.01, 2.0), (0.1, 9.0), (math.inf, 9.0)), 0.45, 9.0),
         "loadavg_before": "0.10 0.20 0.30",
+        "worker_threads_cpu_s": {"python": 1.5, "granian-rt": 0.4},
+        "db_queries": {"payments.begin": 8.0, "payments.finish": 8.0, "api_keys.touch": 4.0},
+        "outbound_connections": {"epx/new": 2.0, "epx/reused": 6.0},
     }
     base.update(overrides)
     return report.Resources(**base)
@@ -184,3 +187,17 @@ def test_summary_text_mentions_the_headline_figures() -> None:
     assert "250.000 ms/payment" in text
     assert "db pool" in text
     assert "old.json" in text
+
+
+def test_report_db_queries_outbound_and_threads() -> None:
+    doc = _report()
+    queries = doc["db_queries"]
+    assert queries["per_payment"] == 2.5
+    assert list(queries["by_query_per_payment"]) == ["payments.begin", "payments.finish", "api_keys.touch"]
+    assert queries["by_query_per_payment"]["api_keys.touch"] == 0.5
+    assert doc["outbound_connections"] == {"epx": {"new": 2, "reused": 6, "reuse_ratio": 0.75}}
+    assert doc["cpu"]["worker_threads_s"] == {"granian-rt": 0.4, "python": 1.5}
+    assert "2.5 per payment" in report.summary_text(doc)
+    empty = _report(db_queries={}, outbound_connections={})
+    assert empty["db_queries"] is None
+    assert empty["outbound_connections"] is None
