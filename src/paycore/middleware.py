@@ -85,6 +85,8 @@ class RequestEnvelope:
                     content_length = int(value)
                 except ValueError:
                     content_length = -1
+            elif name == b"transfer-encoding":
+                content_length = -2  # a streamed body of unknown length
         if request_id is None:
             request_id = str(uuid.uuid4())
         rid_token = request_id_var.set(request_id)
@@ -113,7 +115,11 @@ class RequestEnvelope:
                 await send_problem(send, PaycoreError(errors.BODY_TOO_LARGE), request_id)
                 status_holder[0] = 413
                 return
-            await self._serve(scope, receive, send, request_id, timeout, status_holder)
+            # HTTP/1.x without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3).
+            bodyless = content_length == 0 or (
+                content_length == -1 and str(scope.get("http_version", "1.1")).startswith("1")
+            )
+            await self._serve(scope, receive, send, request_id, timeout, status_holder, bodyless)
         finally:
             request_id_var.reset(rid_token)
             route = scope.get("path_template") or "unmatched"
@@ -139,17 +145,33 @@ class RequestEnvelope:
         request_id: str,
         timeout: float,
         status_holder: list[int],
+        bodyless: bool = False,
     ) -> None:
+        """Run the app under the deadline. Once the request body has been read (at once for a
+        request without one), a watcher is the only reader of `receive`: when the client goes
+        away it cancels the handler (CRITICAL-1); the app sees `http.disconnect` as well."""
         lifecycle = self.lifecycle
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         limit = self.max_body_bytes
         received = 0
         body_done = asyncio.Event()
+        disconnected = asyncio.Event()
         started_response = False
+        response_done = False
+        empty_body_pending = bodyless
+        if bodyless:
+            body_done.set()
 
         async def guarded_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, empty_body_pending
+            if body_done.is_set():
+                if empty_body_pending:
+                    empty_body_pending = False
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                # The watcher owns `receive` now: never two concurrent readers.
+                await disconnected.wait()
+                return {"type": "http.disconnect"}
             message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -157,25 +179,35 @@ class RequestEnvelope:
                     raise _BodyTooLarge()
                 if not message.get("more_body", False):
                     body_done.set()
+            elif message["type"] == "http.disconnect":
+                disconnected.set()
+                body_done.set()
             return message
 
         async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal started_response
+            nonlocal started_response, response_done
             if message["type"] == "http.response.start":
                 started_response = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                response_done = True  # a disconnect from now on has nothing left to cancel
             await send(message)
 
         handler = asyncio.current_task()
         assert handler is not None
+        client_gone: list[bool] = []
 
         async def watch_disconnect() -> None:
             await body_done.wait()
-            message = await receive()
-            if message["type"] == "http.disconnect":
+            while not disconnected.is_set():
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+            if not response_done:
+                client_gone.append(True)
                 handler.cancel("client disconnected")
 
         watcher = loop.create_task(watch_disconnect())
@@ -196,7 +228,7 @@ class RequestEnvelope:
                 await send_problem(send, PaycoreError(errors.DEADLINE_EXCEEDED), request_id)
                 status_holder[0] = 504
         except asyncio.CancelledError:
-            if handler.cancelling() and watcher.done() and not watcher.cancelled():
+            if client_gone and handler.cancelling():
                 # The client went away: its work is cancelled (CRITICAL-1); nobody reads the answer.
                 status_holder[0] = 499
                 handler.uncancel()

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from paycore.platform.observability import metrics as m
+from paycore.platform.resilience import deadline
 
 log = structlog.get_logger("paycore.tasks")
 
@@ -35,7 +36,10 @@ class TaskSupervisor:
         if self.closed:
             coro.close()
             raise RuntimeError("the task supervisor is closed")
-        task = asyncio.get_running_loop().create_task(coro, name=f"paycore:{kind}")
+        # Never the spawning request's deadline: the task has its own lifetime (RES-7).
+        task = asyncio.get_running_loop().create_task(
+            coro, name=f"paycore:{kind}", context=deadline.detached_context()
+        )
         self._tasks[task] = (kind, time.monotonic(), periodic)
         m.TRACKED_TASKS.labels(kind).inc()
         task.add_done_callback(self._done)

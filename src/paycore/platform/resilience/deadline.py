@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
@@ -77,3 +78,12 @@ def set_deadline(deadline: float | None) -> object:
 
 def reset_deadline(token: object) -> None:
     _deadline.reset(token)  # type: ignore[arg-type]
+
+
+def detached_context() -> contextvars.Context:
+    """A copy of the current context without the deadline, for work that outlives the request
+    (background tasks): a task spawned by a request that is being cancelled at its deadline must
+    not inherit the spent budget, or its own queries would fail at once."""
+    context = contextvars.copy_context()
+    context.run(_deadline.set, None)
+    return context
