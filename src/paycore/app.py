@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,7 +34,8 @@ from paycore.platform.context import current_request_id
 from paycore.platform.db import migrate
 from paycore.platform.db.pool import PING
 from paycore.platform.observability import metrics as m
-from paycore.platform.observability.logging import configure_logging, flush_logs
+from paycore.platform.observability import runtime, tracing
+from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
 from paycore.platform.shutdown import Lifecycle, install_drain_handlers, run_phase
 
 log = structlog.get_logger("paycore.app")
@@ -177,6 +179,8 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
             log.error("migrations_not_current", hint="run `paycore migrate`")
         app.state.container = container
         container.start_background()
+        runtime.start_runtime_monitors(container.tasks)
+        m.reap_dead_processes()  # live gauges of workers that died without a clean exit
         install_drain_handlers(
             lifecycle,
             prestop_delay=settings.shutdown_prestop_delay,
@@ -198,6 +202,8 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
             m.SHUTDOWN_DURATION.observe(asyncio.get_running_loop().time() - started)
             m.GRACEFUL_SHUTDOWNS.inc()
             log.info("stopped")
+            tracing.shutdown_tracing()
+            m.mark_process_dead(os.getpid())
             flush_logs()
 
     return lifespan
@@ -205,7 +211,12 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
-    configure_logging(settings.log_level, settings.log_queue_max)
+    configure_logging(
+        settings.log_level,
+        settings.log_queue_max,
+        sampling_target=settings.log_sampling_target or sampling_target_for(settings.env),
+    )
+    tracing.configure_tracing(settings.trace_sample_ratio, settings.otlp_endpoint)
     lifecycle = Lifecycle()
     app = Litestar(
         route_handlers=[healthz, readyz, metrics_endpoint, openapi_json, PaymentController],

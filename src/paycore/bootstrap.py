@@ -28,6 +28,7 @@ from paycore.platform.crypto import Keyring
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
 from paycore.platform.db.pool import PoolMonitor, create_database
+from paycore.platform.observability.tracing import TracedTransactionProcessor, traceparent_headers
 from paycore.platform.jobs import JobDefinition
 from paycore.platform.queue import PgJobQueue
 from paycore.platform.resilience.breaker import GATEWAY_SERVER_POST, REPORTING_API, BreakerRegistry
@@ -174,7 +175,11 @@ async def build_container(
         sessions.append(reporting_session)
         if settings.epx_server_post_url is None:
             raise RuntimeError("PAYCORE_EPX_SERVER_POST_URL is not set")
-        gateway = EpxServerPostClient.from_settings(gateway_session, breakers[GATEWAY_SERVER_POST], settings)
+        gateway = TracedTransactionProcessor(
+            EpxServerPostClient.from_settings(
+                gateway_session, breakers[GATEWAY_SERVER_POST], settings, headers_factory=traceparent_headers
+            )
+        )
         report = (
             EpxReportingClient.from_settings(reporting_session, settings, breaker=breakers[REPORTING_API])
             if settings.epx_reporting_url
@@ -190,7 +195,7 @@ async def build_container(
             merchant_lookup=merchants.get,
             clock=clock,
             cursors=CursorCodec(settings.cursor_secret),
-            metrics=PaymentMetrics(),
+            metrics=PaymentMetrics(frozenset(settings.metrics_merchant_labels)),
             tasks=tasks,
             timeouts=Timeouts(
                 critical=settings.service_critical_timeout, noncritical=settings.service_noncritical_timeout

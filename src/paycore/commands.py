@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import sys
@@ -69,6 +70,26 @@ def raise_nofile_limit(wanted: int = 65536) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def prepare_metrics_dir() -> str:
+    """prometheus_client multiprocess mode for several workers: `PROMETHEUS_MULTIPROC_DIR` (a fresh
+    temporary directory unless set), emptied of an earlier run's files before workers start.
+
+    Nothing may have imported prometheus_client in this process yet (it picks its value class at
+    import, and workers are forked); if something did, workers are spawned instead of forked."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="paycore-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+    if "prometheus_client.values" in sys.modules:
+        import multiprocessing
+
+        multiprocessing.set_start_method("spawn", force=True)
+    return directory
+
+
 def serve_command(*, workers: int | None = None, port: int | None = None) -> int:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
@@ -80,8 +101,8 @@ def serve_command(*, workers: int | None = None, port: int | None = None) -> int
         os.environ["PAYCORE_HTTP_PORT"] = str(port)
     settings = load_settings()  # validate before spawning workers
     raise_nofile_limit()
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="paycore-metrics-")
+    if settings.workers > 1:
+        prepare_metrics_dir()
     server = Granian(
         "paycore.app:create_app",
         factory=True,

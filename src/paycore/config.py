@@ -467,6 +467,18 @@ class Settings:
         "PAYCORE_OTLP_ENDPOINT", None, _url, "OTLP/HTTP collector; unset = spans not exported"
     )
     trace_sample_ratio: float = _env("PAYCORE_TRACE_SAMPLE_RATIO", "0.1", _ratio, "root sampling ratio")
+    log_sampling_target: int | None = _env(
+        "PAYCORE_LOG_SAMPLING_TARGET",
+        None,
+        _pos_int,
+        "INFO/DEBUG events kept per second per process; unset = by env (production 100, staging 500)",
+    )
+    metrics_merchant_labels: tuple[str, ...] = _env(
+        "PAYCORE_METRICS_MERCHANT_LABELS",
+        "",
+        parse_str_list,
+        "up to 50 merchant slugs given their own metric label; the others are `other`",
+    )
     task_leak_interval: float = _env(
         "PAYCORE_TASK_LEAK_INTERVAL", "30s", _pos_duration, "task monitor period"
     )
@@ -554,6 +566,8 @@ def validate(s: Settings) -> None:
     for name, value in required.items():
         if not value:
             raise ConfigError(f"{name}: required when PAYCORE_ENV={s.env}")
+    if len(s.metrics_merchant_labels) > 50:
+        raise ConfigError("PAYCORE_METRICS_MERCHANT_LABELS: at most 50 merchant slugs (metric cardinality)")
     if s.db_min_conns > s.db_max_conns:
         raise ConfigError("PAYCORE_DB_MIN_CONNS: must not exceed PAYCORE_DB_MAX_CONNS")
     if s.workers * s.db_max_conns > s.db_conn_budget:

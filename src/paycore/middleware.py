@@ -18,6 +18,7 @@ from paycore.kernel.errors import PaycoreError
 from paycore.platform.context import request_id_var
 from paycore.platform.db.database import query_counter
 from paycore.platform.observability import metrics as m
+from paycore.platform.observability import tracing
 from paycore.platform.resilience import deadline as dl
 from paycore.platform.shutdown import Lifecycle
 
@@ -72,8 +73,11 @@ class RequestEnvelope:
         request_id: str | None = None
         timeout = self.request_timeout
         content_length = -1
+        traceparent: str | None = None
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == b"traceparent":
+                traceparent = value.decode("latin-1")
+            elif name == b"x-request-id":
                 text = value.decode("latin-1")
                 if _REQUEST_ID.match(text):
                     request_id = text
@@ -93,6 +97,13 @@ class RequestEnvelope:
         path = scope["path"]
         lifecycle = self.lifecycle
         status_holder = [0]
+        traced = path not in ALWAYS_SERVED
+        if traced:
+            span, span_tokens = tracing.start_server_span(
+                f"{scope.get('method', 'GET')} {scope.get('path_template') or 'unmatched'}",
+                traceparent,
+                {"http.request.method": scope.get("method", "GET"), "paycore.request_id": request_id},
+            )
         try:
             if path not in ALWAYS_SERVED:
                 if lifecycle.draining:
@@ -136,6 +147,8 @@ class RequestEnvelope:
                     duration_ms=round(elapsed * 1000, 1),
                     request_id=request_id,
                 )
+            if traced:
+                tracing.finish_server_span(span, span_tokens, status_holder[0], route)
 
     async def _serve(
         self,

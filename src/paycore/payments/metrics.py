@@ -27,8 +27,11 @@ class PaymentMetrics:
         amount: int,
         currency: str,
         duration: float,
+        decline_category: str | None = None,
     ) -> None:
         merchant = self.merchant_label(merchant_slug)
         m.PAYMENT_TRANSACTIONS.labels(merchant, payment_type, transaction_type, status).inc()
         m.PAYMENT_AMOUNT_CENTS.labels(merchant, payment_type, transaction_type, status, currency).inc(amount)
         m.PAYMENT_DURATION.labels(payment_type, transaction_type, status).observe(duration)
+        if status == "declined":
+            m.PAYMENT_DECLINES.labels(payment_type, decline_category or "unknown").inc()

@@ -48,10 +48,11 @@ from paycore.payments import model, schemas
 from paycore.payments.metrics import PaymentMetrics
 from paycore.payments.model import Group, TxType
 from paycore.payments.repository import NewTransaction, PaymentRepository, TxnRow, group_of
-from paycore.platform.context import current_request_id, traceparent_var
+from paycore.platform.context import current_request_id
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
 from paycore.platform.observability import metrics as m
+from paycore.platform.observability import tracing
 from paycore.platform.resilience import deadline as dl
 from paycore.platform.tasks import TaskSupervisor
 
@@ -166,7 +167,7 @@ class PaymentService:
     def _outbox(self, event_type: str | None, payment: schemas.PaymentOut) -> tuple[Any, ...]:
         if event_type is None:
             return (None, None, None, None)
-        return (uuid7(), event_type, {"object": payment}, traceparent_var.get())
+        return (uuid7(), event_type, {"object": payment}, tracing.current_traceparent())
 
     async def _call_gateway(self, request: GatewayRequest, txn_id: uuid.UUID) -> GatewayResult:
         """The gateway call. On cancellation (client gone, shutdown, deadline) the row is marked
@@ -186,6 +187,13 @@ class PaymentService:
 
     # ------------------------------------------------------------------ create
     async def create(
+        self, principal: Principal, cmd: schemas.CreatePayment, idem: IdempotencyRequest
+    ) -> ServiceResponse:
+        operation = TxType.SALE if cmd.capture else TxType.AUTH
+        with tracing.span(f"payment.{operation.value}", _span_attributes(principal, "card", cmd.amount)):
+            return await self._create(principal, cmd, idem)
+
+    async def _create(
         self, principal: Principal, cmd: schemas.CreatePayment, idem: IdempotencyRequest
     ) -> ServiceResponse:
         merchant = principal.merchant
@@ -270,7 +278,7 @@ class PaymentService:
             model.check_capture(group, amount, multi_capture=merchant.multi_capture)
             return TxType.CAPTURE, amount, root
 
-        return await self._follow_on(principal, payment_id, idem, plan)
+        return await self._traced_follow_on("capture", principal, payment_id, idem, plan, cmd.amount)
 
     async def refund(
         self,
@@ -284,7 +292,7 @@ class PaymentService:
             target = model.check_refund(group, amount)
             return TxType.REFUND, amount, _row_of(target.id, root, children)
 
-        return await self._follow_on(principal, payment_id, idem, plan)
+        return await self._traced_follow_on("refund", principal, payment_id, idem, plan, cmd.amount)
 
     async def void(
         self, principal: Principal, payment_id: uuid.UUID, cmd: schemas.VoidPayment, idem: IdempotencyRequest
@@ -295,7 +303,21 @@ class PaymentService:
             target = model.check_void(group, cmd.capture_id, current_batch_id=self.current_batch_id(merchant))
             return TxType.VOID, target.amount, _row_of(target.id, root, children)
 
-        return await self._follow_on(principal, payment_id, idem, plan)
+        return await self._traced_follow_on("void", principal, payment_id, idem, plan, None)
+
+    async def _traced_follow_on(
+        self,
+        operation: str,
+        principal: Principal,
+        payment_id: uuid.UUID,
+        idem: IdempotencyRequest,
+        plan: Callable[[Group, TxnRow, list[TxnRow]], tuple[TxType, int, TxnRow]],
+        amount: int | None,
+    ) -> ServiceResponse:
+        attributes = _span_attributes(principal, None, amount)
+        attributes["paycore.payment_id"] = str(payment_id)
+        with tracing.span(f"payment.{operation}", attributes):
+            return await self._follow_on(principal, payment_id, idem, plan)
 
     async def _follow_on(
         self,
@@ -416,6 +438,13 @@ class PaymentService:
             updated_at=self.clock.now(),
             resolved_at=None,
         )
+        current = tracing.current_span()
+        if current.is_recording():
+            current.set_attribute("paycore.transaction_id", str(new.id))
+            current.set_attribute("paycore.payment_type", new.payment_type)
+            current.set_attribute("paycore.status", status)
+            if status in ("failed", "unknown"):
+                tracing.set_error(current, result.error_code or status)
         try:
             return await self._record(merchant, livemode, row, result, root=root, children=children)
         finally:
@@ -427,6 +456,7 @@ class PaymentService:
                 amount=new.amount,
                 currency=new.currency,
                 duration=time.perf_counter() - started,
+                decline_category=row.decline_category,
             )
 
     async def _record(
@@ -675,6 +705,15 @@ class PaymentService:
             "payment_reconciled", transaction_id=str(row.id), tran_nbr=row.tran_nbr, outcome=result.outcome
         )
         return result.outcome
+
+
+def _span_attributes(principal: Principal, payment_type: str | None, amount: int | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"paycore.merchant_id": str(principal.merchant.id)}
+    if payment_type is not None:
+        attributes["paycore.payment_type"] = payment_type
+    if amount is not None:
+        attributes["paycore.amount"] = amount
+    return attributes
 
 
 _UNAVAILABLE: Final = frozenset({"circuit_open", "gateway_unreachable", "connect_error", "not_processed"})

@@ -22,6 +22,7 @@ from asyncpg import Record
 
 from paycore.kernel import errors
 from paycore.platform.observability import metrics as m
+from paycore.platform.observability import tracing
 from paycore.platform.resilience import deadline as dl
 
 log = structlog.get_logger("paycore.db")
@@ -265,6 +266,7 @@ class Database:
         except dl.DeadlineExceeded:
             m.DB_QUERY_ERRORS.labels(q.name, "timeout").inc()
             raise QueryTimeout(q.name, q.tier) from None
+        span = tracing.db_span(q.name, q.tier.value)
         started = time.perf_counter()
         status = "success"
         try:
@@ -287,3 +289,4 @@ class Database:
             raise
         finally:
             m.DB_QUERY_DURATION.labels(q.name, status).observe(time.perf_counter() - started)
+            tracing.end_db_span(span, status)

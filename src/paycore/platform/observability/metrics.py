@@ -7,7 +7,9 @@ With several server workers, prometheus_client's multiprocess mode is used
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from typing import Final
 
 from prometheus_client import (
@@ -17,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -198,6 +201,107 @@ BULKHEAD_REJECTIONS = Counter(
 CHARGEBACKS = Counter(
     "chargebacks_total", "Chargebacks seen (pending) and decided (won, lost)", ["reason_code", "status"]
 )
+# --- runtime (RES-M6) -------------------------------------------------------------------------------
+EVENT_LOOP_LAG = Gauge(
+    "event_loop_lag_seconds",
+    "Overshoot of a 0.5 s sleep on the event loop (how late callbacks run)",
+    multiprocess_mode="max",
+)
+GC_PAUSE = Histogram(
+    "python_gc_pause_seconds",
+    "Garbage-collector pause by generation",
+    ["generation"],
+    buckets=tuple(0.00001 * 2**n for n in range(20)),
+)
+# --- business: declines, ACH, subscriptions, customers (MON-1, MON-2) ------------------------------
+PAYMENT_DECLINES = Counter(
+    "payment_declines_total", "Declined money operations by decline category", ["payment_type", "category"]
+)
+ACH_VERIFICATIONS = Counter("ach_verifications_total", "ACH account verifications", ["status"])
+ACH_RETURNS = Counter("ach_returns_total", "ACH returns by class", ["merchant", "class"])
+SUBSCRIPTION_BILLINGS = Counter("subscription_billings_total", "Subscription billing attempts", ["status"])
+SUBSCRIPTION_REVENUE = Counter(
+    "subscription_revenue_cents_total",
+    "Successful subscription charges (minor units)",
+    ["merchant", "currency"],
+)
+PAYMENT_METHODS_CREATED = Counter(
+    "payment_methods_created_total", "Saved payment methods", ["merchant", "payment_type"]
+)
+ACTIVE_CUSTOMERS = Gauge(
+    "active_customers",
+    "Customers with a payment in 30 days (worker aggregate)",
+    ["merchant"],
+    multiprocess_mode="max",
+)
+CUSTOMER_TRANSACTION_COUNT = Histogram(
+    "customer_transaction_count",
+    "Transactions per customer (worker aggregate)",
+    ["merchant"],
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+MERCHANT_TIME_TO_FIRST_PAYMENT = Histogram(
+    "merchant_time_to_first_payment_seconds",
+    "From merchant creation to its first approved payment",
+    buckets=(3600, 21600, 86400, 259200, 604800, 1209600, 2592000),
+)
+# --- resilience extras (SEC-4, A8, RES-9) -----------------------------------------------------------
+RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Rate-limited requests", ["scope"])
+CACHE_STALE_SERVED = Counter("cache_stale_served_total", "Stale cache entries served on error", ["cache"])
+
+
+# --- process metrics in multiprocess mode -----------------------------------------------------------
+# The default process collector describes only the process that serves the scrape. With several
+# workers each process writes its own values (label `pid`, `liveall`: removed when it exits), so
+# `process_resident_memory_bytes > 450e6` fires per process. Not registered in the default registry
+# (which already has the real process collector in single-process mode).
+MP_PROCESS_RSS = Gauge(
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes",
+    multiprocess_mode="liveall",
+    registry=None,
+)
+MP_PROCESS_VMS = Gauge(
+    "process_virtual_memory_bytes", "Virtual memory size in bytes", multiprocess_mode="liveall", registry=None
+)
+MP_PROCESS_CPU = Gauge(
+    "process_cpu_seconds_total", "User and system CPU seconds", multiprocess_mode="liveall", registry=None
+)
+MP_PROCESS_OPEN_FDS = Gauge(
+    "process_open_fds", "Open file descriptors", multiprocess_mode="liveall", registry=None
+)
+MP_PROCESS_MAX_FDS = Gauge(
+    "process_max_fds", "Maximum open file descriptors", multiprocess_mode="liveall", registry=None
+)
+MP_PROCESS_START = Gauge(
+    "process_start_time_seconds",
+    "Process start time (unix seconds)",
+    multiprocess_mode="liveall",
+    registry=None,
+)
+
+_MP_PROCESS_GAUGES: Final = {
+    "process_resident_memory_bytes": MP_PROCESS_RSS,
+    "process_virtual_memory_bytes": MP_PROCESS_VMS,
+    "process_cpu_seconds_total": MP_PROCESS_CPU,
+    "process_open_fds": MP_PROCESS_OPEN_FDS,
+    "process_max_fds": MP_PROCESS_MAX_FDS,
+    "process_start_time_seconds": MP_PROCESS_START,
+}
+
+
+def sample_process() -> None:
+    """Multiprocess mode: copy this process's collector values into its own `liveall` files."""
+    if not MULTIPROCESS:
+        return
+    for family in PROCESS_COLLECTOR.collect():
+        for sample in family.samples:
+            gauge = _MP_PROCESS_GAUGES.get(sample.name)
+            if gauge is not None:
+                gauge.set(sample.value)
+
+
+PROCESS_COLLECTOR: Final = ProcessCollector(registry=None)
 
 
 def render(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
@@ -206,6 +310,7 @@ def render(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
         if MULTIPROCESS:
             from prometheus_client import multiprocess
 
+            sample_process()  # the serving process is always current
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
@@ -219,3 +324,81 @@ def mark_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def reap_dead_processes(directory: str | None = None) -> list[int]:
+    """Multiprocess mode: remove live-gauge files of processes that no longer exist (a worker
+    killed without a clean shutdown). Called when a worker starts. Returns the reaped pids."""
+    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or not os.path.isdir(directory):
+        return []
+    reaped: set[int] = set()
+    for name in os.listdir(directory):
+        match = _LIVE_FILE.match(name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid in reaped or _alive(pid):
+            continue
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        reaped.add(pid)
+    return sorted(reaped)
+
+
+def clean_multiprocess_dir(directory: str) -> None:
+    """Remove every metrics file (the server does this before it starts its workers)."""
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def family_sample_names(registry: CollectorRegistry = REGISTRY) -> set[str]:
+    """Every series name a family of `registry` can expose (`_total`, `_bucket`, ... included);
+    the multiprocess process gauges are added. Used to check rules and dashboards."""
+    names: set[str] = set(_MP_PROCESS_GAUGES)
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("_count", "_sum", "_created", ""),
+        "gauge": ("",),
+        "info": ("_info",),
+    }
+    for family in registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            names.add(family.name + suffix)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+# --- hosted checkout (Browser Post) ---------------------------------------------------------------
+CHECKOUT_SESSIONS = Counter(
+    "checkout_sessions_total",
+    "Hosted-checkout sessions by mode and event (created, form_reissued, key_exchange_failed)",
+    ["mode", "event"],
+)
+CHECKOUT_CALLBACKS = Counter(
+    "checkout_callbacks_total",
+    "Browser Post callbacks by result: approved, declined, failed, unknown, late, replayed, conflict, rejected",
+    ["result"],
+)
+CHECKOUT_EXPIRED = Counter("checkout_expired_total", "Pending Browser Post transactions expired")
+IP_RATE_LIMITED = Counter(
+    "ip_rate_limited_total", "Requests refused by the per-IP limit of public routes", ["route"]
+)
