@@ -72,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--requests", type=_positive_int, default=None, help="stop after this many measured requests"
     )
     load.add_argument(
+        "--overhead",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the sales, probe GET /healthz for SECONDS: framework overhead per request (default off)",
+    )
+    load.add_argument(
         "--timeout", type=_positive_float, default=30.0, help="client timeout of one request (default 30 s)"
     )
     stack = parser.add_argument_group("stack")
@@ -161,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         keep_logs=args.keep_logs,
         py_spy=args.py_spy,
         wait_idle=args.wait_idle,
+        overhead=args.overhead,
     )
     if opts.duration + opts.warmup > MAX_DURATION_S:
         print(f"paycore bench: warm-up + duration must stay under {MAX_DURATION_S:.0f} s")

@@ -152,6 +152,7 @@ def _cpu_section(load: LoadSummary, res: Resources) -> dict[str, Any]:
         "postgres_ms_per_payment": _per(cpu.get("postgres"), load.ok),
         "loadgen_s": _round(cpu.get("loadgen", load.loadgen_cpu_s)),
         "loadgen_ms_per_request": _per(cpu.get("loadgen", load.loadgen_cpu_s), load.requests),
+        "coordinator_s": _round(cpu.get("coordinator")),
         "machine_busy_pct": _round(res.machine_busy_pct, 1),
         "other_pct_of_machine": _other_pct(cpu, res.machine_busy_pct, window_capacity),
         "loadavg_at_start": res.loadavg_before or None,
@@ -452,6 +453,14 @@ def summary_text(report: Mapping[str, Any]) -> str:
     if queries:
         top = ", ".join(f"{k} {v}" for k, v in list(queries["by_query_per_payment"].items())[:4])
         lines.append(f"  db queries   {queries['per_payment']} per payment ({top})")
+    overhead = report.get("framework_overhead") or {}
+    if overhead:
+        olat = overhead.get("latency_ms") or {}
+        lines.append(
+            f"  overhead     {overhead['route']}: "
+            f"{_fmt(overhead.get('server_cpu_ms_per_request'), ' ms', 3)} "
+            f"server CPU/request at {_fmt(overhead.get('rps'))} req/s, p50 {_fmt(olat.get('p50'), ' ms', 2)}"
+        )
     targets = report.get("targets") or {}
     met = [f"{k} {'✓' if v['met'] else '✗'}" for k, v in targets.items() if v.get("met") is not None]
     if met:

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -67,6 +68,7 @@ class BenchOptions:
     plot: bool = True
     keep_logs: bool = False
     py_spy: str | None = None  # path of a py-spy binary: record the workers during the window
+    overhead: float = 0.0  # seconds of the GET /healthz probe after the main run (0: none)
     wait_idle: float = 0.0  # seconds to wait at most for the machine to be quiet before starting
     idle_threshold_pct: float = 15.0
     command: str = ""
@@ -191,6 +193,11 @@ class Monitor:
                 self.pool.append(PoolSample(acquired=acquired, maximum=maximum, waiting=waiting))
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass
 class Window:
     """The CPU counters and the server's histogram at the two edges of the measured window."""
@@ -206,10 +213,13 @@ class Window:
     metrics_before: list[promtext.Sample] = field(default_factory=list)
     metrics_after: list[promtext.Sample] = field(default_factory=list)
     loadgen_cpu_s: float | None = None  # when the generator's CPU is not read from /proc (wrk)
+    own_cpu_before: float = 0.0
+    own_cpu_after: float = 0.0
     loadavg_before: str = ""
 
     async def open(self, monitor: Monitor) -> None:
         self.loadavg_before = procfs.read_loadavg()
+        self.own_cpu_before = _own_cpu()
         self.cpu_before, self.machine_before = monitor.snapshot()
         self.threads_before = {
             pid: procfs.thread_cpu_seconds(pid) for pid in self.cpu_before["server_workers"]
@@ -220,6 +230,7 @@ class Window:
 
     async def close(self, monitor: Monitor) -> None:
         self.cpu_after, self.machine_after = monitor.snapshot()
+        self.own_cpu_after = _own_cpu()
         self.threads_after = {pid: procfs.thread_cpu_seconds(pid) for pid in self.cpu_after["server_workers"]}
         monitor.measuring = False
         self.metrics_after = await monitor.scrape()
@@ -253,6 +264,7 @@ class Window:
             out.pop("postgres", None)
         if self.loadgen_cpu_s is not None:
             out["loadgen"] = self.loadgen_cpu_s
+        out["coordinator"] = max(self.own_cpu_after - self.own_cpu_before, 0.0)
         return out, lost
 
     def machine_busy_pct(self) -> float | None:
@@ -277,10 +289,15 @@ def sale_body(token: str) -> bytes:
 
 
 async def _drive_python(
-    opts: BenchOptions, stack: Stack, monitor: Monitor, window: Window
+    opts: BenchOptions,
+    stack: Stack,
+    monitor: Monitor,
+    window: Window,
+    config: LoadConfig | None = None,
+    name: str = "loadgen",
 ) -> tuple[LoadSummary, LoadResult]:
     run_dir = stack.options.run_dir
-    config = LoadConfig(
+    config = config or LoadConfig(
         base_url=stack.base_url,
         body=sale_body(stack.token),
         api_key=stack.api_key,
@@ -293,10 +310,10 @@ async def _drive_python(
         timeout=opts.timeout,
         drain_timeout=min(opts.timeout, 10.0),
     )
-    config_path = run_dir / "loadgen-config.json"
-    result_path = run_dir / "loadgen-result.json"
+    config_path = run_dir / f"{name}-config.json"
+    result_path = run_dir / f"{name}-result.json"
     config_path.write_bytes(msgspec.json.encode(config))
-    log = stack.log_file("loadgen.log")
+    log = stack.log_file(f"{name}.log")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -310,7 +327,7 @@ async def _drive_python(
         preexec_fn=_pdeathsig,
     )
     monitor.loadgen_pid = proc.pid
-    bound = opts.warmup + opts.duration + config.drain_timeout + 60.0
+    bound = config.warmup + config.duration + config.drain_timeout + 60.0
     deadline = time.monotonic() + bound
     profiler: asyncio.subprocess.Process | None = None
     try:
@@ -328,8 +345,9 @@ async def _drive_python(
                 continue
             if event == "measure_start":
                 await window.open(monitor)
-                profiler = await _start_profiler(opts, stack, monitor)
-                _log(f"warm-up done; measuring for {opts.duration:g} s")
+                if name == "loadgen":
+                    profiler = await _start_profiler(opts, stack, monitor)
+                _log(f"warm-up done; measuring for {config.duration:g} s")
             elif event == "measure_end":
                 await window.close(monitor)
                 _log("window closed; draining in-flight requests")
@@ -356,6 +374,41 @@ async def _drive_python(
         loadgen_cpu_s=result.cpu_s,
         loadgen_rss_kib=result.rss_peak_kib,
     ), result
+
+
+async def _overhead_probe(opts: BenchOptions, stack: Stack, monitor: Monitor) -> dict[str, Any]:
+    """GET /healthz under the same concurrency: the cost of the HTTP server, routing, the request
+    envelope, the compression middleware and JSON encoding, without auth, database or gateway."""
+    window = Window()
+    config = LoadConfig(
+        base_url=stack.base_url,
+        path="/healthz",
+        method="GET",
+        key_prefix="overhead",
+        concurrency=opts.concurrency,
+        duration=opts.overhead,
+        warmup=1.0,
+        timeout=opts.timeout,
+        drain_timeout=5.0,
+    )
+    _log(f"framework overhead probe: GET /healthz for 1 s warm-up + {opts.overhead:g} s")
+    load, _ = await _drive_python(opts, stack, monitor, window, config, name="overhead")
+    cpu, _lost = window.cpu_by_role()
+    server = cpu.get("server")
+    return {
+        "route": "GET /healthz",
+        "window_s": round(load.window_s, 3),
+        "requests": load.requests,
+        "rps": round(load.requests / load.window_s, 1) if load.window_s > 0 else None,
+        "outcomes": load.outcomes,
+        "server_cpu_ms_per_request": round(server / load.requests * 1000.0, 4)
+        if server is not None and load.requests
+        else None,
+        "worker_threads_s": {k: round(v, 3) for k, v in sorted(window.worker_threads().items())},
+        "latency_ms": load.latency_all.as_dict() if load.latency_all else None,
+        "note": "HTTP server + routing + middleware + JSON encoding per request (no auth, DB or gateway); "
+        "server CPU per request is the framework overhead of one request",
+    }
 
 
 async def _start_profiler(
@@ -515,6 +568,7 @@ async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
     failed = True
     stack: Stack | None = None
     samples: LoadResult | None = None
+    overhead: dict[str, Any] | None = None
     loop = asyncio.get_running_loop()
     current = asyncio.current_task()
     if current is not None:
@@ -539,6 +593,9 @@ async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
                 else:
                     load, samples = await _drive_python(opts, stack, monitor, window)
                 memory = _memory(stack, monitor, load)
+                pool_samples = list(monitor.pool)
+                if opts.overhead > 0:
+                    overhead = await _overhead_probe(opts, stack, monitor)
             finally:
                 for task in background:
                     task.cancel()
@@ -550,7 +607,7 @@ async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
             cpus=os.cpu_count() or 1,
             machine_busy_pct=window.machine_busy_pct(),
             memory=memory,
-            pool=monitor.pool,
+            pool=pool_samples,
             server_http=window.http_delta(),
             worker_threads_cpu_s=window.worker_threads(),
             db_queries=window.counters("db_query_duration_seconds_count", "query"),
@@ -568,6 +625,7 @@ async def run_bench(opts: BenchOptions) -> tuple[dict[str, Any], Path]:
             command=opts.command,
         )
         report["notes"] = _notes(opts, load, report["cpu"], lost)
+        report["framework_overhead"] = overhead
         if idle_busy is not None:
             report["cpu"]["machine_busy_pct_before_start"] = round(idle_busy, 1)
         failed = False
