@@ -1,0 +1,90 @@
+"""The real paycore app in-process (ASGI lifespan + the harness in `asgi.py`), the worker's
+database and the simulator process; settings may be patched per test (`dataclasses.replace`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from paycore.app import create_app
+from paycore.bootstrap import Container
+from tests.integration.resilience.asgi import Reply, call, lifespan
+from tests.support.stack import stack_settings
+from tests.support.tokens import SANDBOX_KEY, mint_token
+
+
+@dataclass
+class LiveApp:
+    app: Any
+    api_key: str
+    database_url: str
+
+    @property
+    def container(self) -> Container:
+        container: Container = self.app.state.container
+        return container
+
+    async def pay(
+        self,
+        amount: int,
+        token: str,
+        *,
+        headers: dict[str, str] | None = None,
+        disconnect_after: float | None = None,
+    ) -> Reply:
+        return await call(
+            self.app,
+            "POST",
+            "/v1/payments",
+            json_body={"amount": amount, "currency": "USD", "token": token},
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Idempotency-Key": uuid.uuid4().hex,
+                **(headers or {}),
+            },
+            disconnect_after=disconnect_after,
+        )
+
+    async def rows(self, amount: int) -> list[asyncpg.Record]:
+        con = await asyncpg.connect(self.database_url)
+        try:
+            return await con.fetch(
+                "SELECT id, status, failure_code, tran_nbr, attempts FROM transactions WHERE amount = $1",
+                amount,
+            )
+        finally:
+            await con.close()
+
+
+@pytest.fixture
+async def live_app(clean_db, epx_sim) -> AsyncIterator[Callable[..., Awaitable[LiveApp]]]:
+    """`await live_app(request_timeout=0.2, ...)`: a started app with one merchant and API key."""
+    async with AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> LiveApp:
+            settings = dataclasses.replace(stack_settings(clean_db, epx_sim), **overrides)
+            app = await stack.enter_async_context(lifespan(create_app(settings)))
+            directory = app.state.container.merchants
+            merchant = await directory.create_merchant(
+                slug=f"m{uuid.uuid4().hex[:8]}",
+                name="Resilience",
+                environment="sandbox",
+                epx=SANDBOX_KEY,
+                mac_secret="test-mac",
+            )
+            key = await directory.create_api_key(merchant.id)
+            return LiveApp(app, key.secret, clean_db)
+
+        yield start
+
+
+@pytest.fixture
+async def token(epx_sim) -> str:
+    return await mint_token(epx_sim.server_post_url)
