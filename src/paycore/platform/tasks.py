@@ -57,6 +57,7 @@ class TaskSupervisor:
             return None
         task = self.spawn(kind, coro)
         self._keys[key] = task
+
         def forget(_: asyncio.Task[Any]) -> None:
             self._keys.pop(key, None)
 

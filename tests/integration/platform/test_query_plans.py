@@ -136,8 +136,15 @@ async def test_payment_lookups_use_indexes(seeded):
 
 @pytest.mark.parametrize(
     "filters",
-    [{}, {"status": "approved"}, {"customer_id": True}, {"created": True}, {"after": True},
-     {"status": "declined", "after": True}, {"before": True}],
+    [
+        {},
+        {"status": "approved"},
+        {"customer_id": True},
+        {"created": True},
+        {"after": True},
+        {"status": "declined", "after": True},
+        {"before": True},
+    ],
 )
 async def test_listing_queries_use_indexes_without_sort(seeded, filters):
     con, row = seeded
