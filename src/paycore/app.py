@@ -37,6 +37,8 @@ from paycore.platform.observability import metrics as m
 from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
 from paycore.platform.shutdown import Lifecycle, install_drain_handlers, run_phase
+from paycore.webhooks.api import EventController, WebhookEndpointController
+from paycore.webhooks.service import WebhookService
 
 log = structlog.get_logger("paycore.app")
 _encode = msgspec.json.Encoder().encode
@@ -118,6 +120,10 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return await _container(request).merchants.authenticate(header[7:].strip())
+
+
+def provide_webhooks(request: Request[Any, Any, Any]) -> WebhookService:
+    return _container(request).webhooks
 
 
 def provide_payments(request: Request[Any, Any, Any]) -> PaymentService:
@@ -219,10 +225,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     tracing.configure_tracing(settings.trace_sample_ratio, settings.otlp_endpoint)
     lifecycle = Lifecycle()
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics_endpoint, openapi_json, PaymentController],
+        route_handlers=[
+            healthz,
+            readyz,
+            metrics_endpoint,
+            openapi_json,
+            PaymentController,
+            WebhookEndpointController,
+            EventController,
+        ],
         dependencies={
             "principal": Provide(provide_principal),
             "payments": Provide(provide_payments, sync_to_thread=False),
+            "webhooks": Provide(provide_webhooks, sync_to_thread=False),
         },
         exception_handlers={
             PaycoreError: _on_paycore_error,

@@ -28,12 +28,15 @@ from paycore.platform.crypto import Keyring
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
 from paycore.platform.db.pool import PoolMonitor, create_database
-from paycore.platform.observability.tracing import TracedTransactionProcessor, traceparent_headers
 from paycore.platform.jobs import JobDefinition
+from paycore.platform.observability.tracing import TracedTransactionProcessor, traceparent_headers
 from paycore.platform.queue import PgJobQueue
 from paycore.platform.resilience.breaker import GATEWAY_SERVER_POST, REPORTING_API, BreakerRegistry
 from paycore.platform.shutdown import Lifecycle
 from paycore.platform.tasks import TaskSupervisor
+from paycore.webhooks.delivery import create_webhook_session
+from paycore.webhooks.repository import WebhookRepository
+from paycore.webhooks.service import WebhookConfig, WebhookService
 
 log = structlog.get_logger("paycore.bootstrap")
 
@@ -51,6 +54,7 @@ class Container:
     pool_monitor: PoolMonitor
     clock: Clock
     jobs: PgJobQueue
+    webhooks: WebhookService
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -152,6 +156,33 @@ def build_merchant_directory(
     )
 
 
+def build_webhook_service(
+    settings: Settings, db: Database, session: aiohttp.ClientSession, clock: Clock
+) -> WebhookService:
+    return WebhookService(
+        db=db,
+        repository=WebhookRepository(db),
+        keyring=Keyring(settings.encryption_keys),
+        session=session,
+        clock=clock,
+        cursors=CursorCodec(settings.cursor_secret),
+        config=WebhookConfig(
+            allow_private=settings.webhook_allow_private,
+            timeout=settings.webhook_timeout,
+            concurrency=settings.webhook_concurrency,
+            event_concurrency=settings.webhook_event_concurrency,
+            retry_schedule=settings.webhook_retry_schedule,
+            jitter=settings.retry_jitter,
+            batch_size=settings.webhook_batch_size,
+            secret_overlap=settings.webhook_secret_overlap,
+            disable_after=settings.webhook_disable_after,
+            event_retention=settings.webhook_event_retention,
+            lease=settings.webhook_timeout * 3 + 10,
+        ),
+        enabled=settings.webhooks_enabled and not settings.degraded,
+    )
+
+
 async def build_container(
     settings: Settings,
     *,
@@ -173,6 +204,14 @@ async def build_container(
         sessions.append(gateway_session)
         reporting_session = http.create_session(http.reporting_profile(settings))
         sessions.append(reporting_session)
+        webhook_session = create_webhook_session(
+            limit=settings.webhook_max_conns,
+            limit_per_host=settings.webhook_per_host,
+            keepalive=settings.webhook_keepalive,
+            timeout=settings.webhook_timeout,
+            allow_private=settings.webhook_allow_private,
+        )
+        sessions.append(webhook_session)
         if settings.epx_server_post_url is None:
             raise RuntimeError("PAYCORE_EPX_SERVER_POST_URL is not set")
         gateway = TracedTransactionProcessor(
@@ -203,6 +242,7 @@ async def build_container(
             max_depth=settings.max_transaction_depth,
             batch_timezone=settings.batch_timezone,
         )
+        webhooks = build_webhook_service(settings, db, webhook_session, clock)
     except BaseException:
         for session in sessions:
             await session.close()
@@ -222,5 +262,6 @@ async def build_container(
         ),
         clock=clock,
         jobs=PgJobQueue(db),
+        webhooks=webhooks,
         sessions=sessions,
     )
