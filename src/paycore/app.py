@@ -23,6 +23,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from paycore import __version__
 from paycore.bootstrap import Container, build_container
 from paycore.config import Settings, load_settings
+from paycore.disputes.api import DisputeController
+from paycore.disputes.service import DisputeService
 from paycore.idempotency.model import Replay
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
@@ -120,6 +122,13 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return await _container(request).merchants.authenticate(header[7:].strip())
+
+
+def provide_disputes(request: Request[Any, Any, Any]) -> DisputeService:
+    service = _container(request).disputes
+    if service is None:
+        raise PaycoreError(errors.NOT_READY, "Dispute reporting is not configured (PAYCORE_NORTH_API_URL)")
+    return service
 
 
 def provide_webhooks(request: Request[Any, Any, Any]) -> WebhookService:
@@ -233,11 +242,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PaymentController,
             WebhookEndpointController,
             EventController,
+            DisputeController,
         ],
         dependencies={
             "principal": Provide(provide_principal),
             "payments": Provide(provide_payments, sync_to_thread=False),
             "webhooks": Provide(provide_webhooks, sync_to_thread=False),
+            "disputes": Provide(provide_disputes, sync_to_thread=False),
         },
         exception_handlers={
             PaycoreError: _on_paycore_error,

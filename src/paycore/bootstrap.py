@@ -11,8 +11,11 @@ import aiohttp
 import structlog
 
 from paycore.config import Settings
+from paycore.disputes.repository import DisputeRepository
+from paycore.disputes.service import DisputeService
 from paycore.gateway.epx.client import EpxServerPostClient
 from paycore.gateway.epx.reporting import EpxReportingClient
+from paycore.gateway.north.client import NorthDisputeClient
 from paycore.idempotency.repository import IdempotencyRepository
 from paycore.idempotency.service import Idempotency
 from paycore.kernel.clock import Clock, SystemClock
@@ -55,6 +58,7 @@ class Container:
     clock: Clock
     jobs: PgJobQueue
     webhooks: WebhookService
+    disputes: DisputeService | None
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -243,6 +247,24 @@ async def build_container(
             batch_timezone=settings.batch_timezone,
         )
         webhooks = build_webhook_service(settings, db, webhook_session, clock)
+        disputes = (
+            DisputeService(
+                db=db,
+                repository=DisputeRepository(db),
+                north=NorthDisputeClient(
+                    reporting_session,
+                    settings.north_api_url,
+                    breaker=breakers[REPORTING_API],
+                    timeout=settings.reporting_timeout,
+                ),
+                clock=clock,
+                cursors=CursorCodec(settings.cursor_secret),
+                lookback_days=settings.dispute_lookback_days,
+                max_lookback_days=settings.dispute_max_lookback_days,
+            )
+            if settings.north_api_url
+            else None
+        )
     except BaseException:
         for session in sessions:
             await session.close()
@@ -263,5 +285,6 @@ async def build_container(
         clock=clock,
         jobs=PgJobQueue(db),
         webhooks=webhooks,
+        disputes=disputes,
         sessions=sessions,
     )

@@ -119,6 +119,12 @@ def _url(text: str) -> str:
     return text.rstrip("/") if text.count("/") > 3 else text
 
 
+def _exact_url(text: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", text) or re.search(r"\s", text):
+        raise ValueError("must be an http(s) URL")
+    return text
+
+
 def _dsn(text: str) -> str:
     if not re.match(r"^postgres(ql)?://", text):
         raise ValueError("must be a postgresql:// DSN")
@@ -182,7 +188,16 @@ class Settings:
         "PAYCORE_EPX_KEY_EXCHANGE_URL", None, _url, "EPX Key Exchange URL"
     )
     epx_browser_post_url: str | None = _env(
-        "PAYCORE_EPX_BROWSER_POST_URL", None, _url, "EPX Browser Post form target"
+        "PAYCORE_EPX_BROWSER_POST_URL",
+        None,
+        _exact_url,
+        "EPX Browser Post form target (kept exactly: EPX wants the trailing slash of /browserpost/)",
+    )
+    checkout_verify_mac: bool = _env(
+        "PAYCORE_CHECKOUT_VERIFY_MAC",
+        "true",
+        parse_bool,
+        "require and check the MAC on Browser Post callbacks (epx-protocol.md §6.5 candidate scheme)",
     )
     epx_reporting_url: str | None = _env(
         "PAYCORE_EPX_REPORTING_URL",

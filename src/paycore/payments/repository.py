@@ -224,6 +224,8 @@ UNRESOLVED = Query(
     Tier.STANDARD,
     f"""SELECT {_COLUMNS} FROM transactions
          WHERE status IN ('pending', 'unknown') AND updated_at < now() - make_interval(secs => $1)
+           -- a Browser Post row waits for its shopper: the checkout's callback or expiry settles it
+           AND NOT (source = 'browser_post' AND status = 'pending')
          ORDER BY updated_at LIMIT $2""",
 )
 MARK_UNKNOWN = Query(
@@ -251,7 +253,8 @@ def _list_query(name: str, where: str, order: str) -> Query:
     return Query(
         name,
         Tier.STANDARD,
-        f"SELECT {_COLUMNS} FROM transactions WHERE merchant_id = $1 AND parent_id IS NULL {where} "
+        f"SELECT {_COLUMNS} FROM transactions WHERE merchant_id = $1 AND parent_id IS NULL "
+        f"AND type IN ('sale', 'auth') {where} "
         f"ORDER BY {order} LIMIT $2",
     )
 

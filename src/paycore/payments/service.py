@@ -588,7 +588,8 @@ class PaymentService:
     async def get(self, principal: Principal, payment_id: uuid.UUID) -> schemas.PaymentOut:
         async with dl.budget(self.timeouts.noncritical):
             rows = await self.repo.get_group(payment_id, principal.merchant.id)
-        if not rows or rows[0].id != payment_id:
+        if not rows or rows[0].id != payment_id or rows[0].type not in ("sale", "auth"):
+            # a card save (`storage`) or a pre-note is not a payment
             raise PaycoreError(errors.PAYMENT_NOT_FOUND)
         root, children = rows[0], rows[1:]
         return schemas.payment_out(root, children, group_of(root, children), livemode=principal.livemode)

@@ -395,7 +395,8 @@ CHECKOUT_SESSIONS = Counter(
 )
 CHECKOUT_CALLBACKS = Counter(
     "checkout_callbacks_total",
-    "Browser Post callbacks by result: approved, declined, failed, unknown, late, replayed, conflict, rejected",
+    "Browser Post callbacks by result (approved, declined, failed, unknown, late, replayed, conflict, "
+    "rejected)",
     ["result"],
 )
 CHECKOUT_EXPIRED = Counter("checkout_expired_total", "Pending Browser Post transactions expired")

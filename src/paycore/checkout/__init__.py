@@ -1,0 +1,1 @@
+"""Hosted checkout: EPX Browser Post sessions, callback, expiry and the development demo."""
