@@ -39,7 +39,7 @@ from paycore.platform.shutdown import Lifecycle
 from paycore.platform.tasks import TaskSupervisor
 from paycore.webhooks.delivery import create_webhook_session
 from paycore.webhooks.repository import WebhookRepository
-from paycore.webhooks.service import WebhookConfig, WebhookService
+from paycore.webhooks.service import WebhookConfig, WebhookService, reseal_secrets
 
 log = structlog.get_logger("paycore.bootstrap")
 
@@ -157,6 +157,7 @@ def build_merchant_directory(
             enabled=settings.merchant_cache_enabled,
         ),
         tasks=tasks,
+        resealers=[lambda keyring: reseal_secrets(WebhookRepository(db), keyring)],
     )
 
 

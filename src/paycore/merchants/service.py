@@ -7,6 +7,7 @@ so the hot path does not touch the database. Revocation and merchant changes inv
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -45,6 +46,7 @@ class MerchantDirectory:
         principal_cache: AsyncTTLCache[bytes, Principal | None],
         merchant_cache: AsyncTTLCache[uuid.UUID, Merchant | None],
         tasks: TaskSupervisor | None = None,
+        resealers: Sequence[Callable[[Keyring], Awaitable[int]]] = (),
     ) -> None:
         self.db = db
         self.repo = repository
@@ -53,6 +55,8 @@ class MerchantDirectory:
         self.principals = principal_cache
         self.merchants = merchant_cache
         self.tasks = tasks
+        # other capabilities' secrets at rest (webhook signing secrets), re-encrypted by the same rotation
+        self.resealers = tuple(resealers)
 
     # -- authentication (hot path) --------------------------------------------------------------
     async def authenticate(self, api_key: str) -> Principal:
@@ -218,6 +222,8 @@ class MerchantDirectory:
             total += progressed
             if progressed == 0:
                 break
+        for reseal in self.resealers:
+            total += await reseal(self.keyring)
         await self.repo.audit(
             None,
             actor,

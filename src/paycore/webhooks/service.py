@@ -247,36 +247,7 @@ class WebhookService:
 
     async def rotate_encryption_key(self) -> int:
         """Re-encrypt every endpoint secret (current and previous) under the primary key."""
-        primary = self.keyring.primary_version
-        total = 0
-        while True:
-            batch = await self.repo.sealed_not_at(primary, 200)
-            progressed = 0
-            for row in batch:
-                current = self.keyring.reseal(Sealed(row["secret_ciphertext"], row["secret_key_version"]))
-                previous = (
-                    self.keyring.reseal(
-                        Sealed(row["previous_secret_ciphertext"], row["previous_secret_key_version"])
-                    )
-                    if row["previous_secret_ciphertext"]
-                    else None
-                )
-                if await self.repo.update_sealed(
-                    (
-                        row["id"],
-                        current.ciphertext,
-                        current.key_version,
-                        previous.ciphertext if previous else None,
-                        previous.key_version if previous else None,
-                        row["secret_key_version"],
-                        row["previous_secret_key_version"],
-                    )
-                ):
-                    progressed += 1
-            total += progressed
-            if not batch or progressed == 0:
-                break
-        return total
+        return await reseal_secrets(self.repo, self.keyring)
 
     # ================================================================== events API
     def _event_out(self, row: EventRow, livemode: bool) -> schemas.EventOut:
@@ -596,3 +567,35 @@ class WebhookService:
             total += purged
             if purged < 1000:
                 return total
+
+
+async def reseal_secrets(repo: WebhookRepository, keyring: Keyring) -> int:
+    """Re-encrypt every endpoint secret (current and previous) under the primary key version;
+    returns how many endpoints changed. Part of `paycore admin rotate-encryption-key`."""
+    primary = keyring.primary_version
+    total = 0
+    while True:
+        batch = await repo.sealed_not_at(primary, 200)
+        progressed = 0
+        for row in batch:
+            current = keyring.reseal(Sealed(row["secret_ciphertext"], row["secret_key_version"]))
+            previous = (
+                keyring.reseal(Sealed(row["previous_secret_ciphertext"], row["previous_secret_key_version"]))
+                if row["previous_secret_ciphertext"]
+                else None
+            )
+            if await repo.update_sealed(
+                (
+                    row["id"],
+                    current.ciphertext,
+                    current.key_version,
+                    previous.ciphertext if previous else None,
+                    previous.key_version if previous else None,
+                    row["secret_key_version"],
+                    row["previous_secret_key_version"],
+                )
+            ):
+                progressed += 1
+        total += progressed
+        if not batch or progressed == 0:
+            return total

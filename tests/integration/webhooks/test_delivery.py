@@ -303,7 +303,9 @@ async def test_encryption_key_rotation_reseals_endpoint_secrets(make_container, 
     new_key = "v2:" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
     old_key = "v1:ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzJieXRlcyE="
     both = await make_container(PAYCORE_ENCRYPTION_KEYS=f"{new_key},{old_key}")
-    assert await both.webhooks.rotate_encryption_key() == 1
+    # `paycore admin rotate-encryption-key` (the merchant directory) re-encrypts them too:
+    # the merchant's MAC secret and the endpoint's two secrets
+    assert await both.merchants.rotate_encryption_key() == 2
     assert await both.webhooks.rotate_encryption_key() == 0
     row = await both.db.fetchrow(ENDPOINT, ep.id)
     assert row["secret_key_version"] == "v2" and row["previous_secret_key_version"] == "v2"
@@ -313,5 +315,4 @@ async def test_encryption_key_rotation_reseals_endpoint_secrets(make_container, 
     [got] = receiver.received
     Webhook(rotated.secret).verify(got.body, got.headers)
     Webhook(ep.secret).verify(got.body, got.headers)
-    # `paycore admin rotate-encryption-key` covers them too (through the merchant directory)
     assert decode(got.body)["type"] == "payment.succeeded"

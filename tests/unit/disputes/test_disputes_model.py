@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from paycore.disputes import model
-from paycore.gateway.north.client import NorthDispute, NorthPage, NorthDisputeClient, split_window, to_cents
+from paycore.gateway.north.client import NorthDispute, NorthDisputeClient, NorthPage, split_window, to_cents
 
 pytestmark = pytest.mark.unit
 
