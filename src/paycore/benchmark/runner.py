@@ -113,6 +113,15 @@ def machine_info() -> dict[str, Any]:
         )
         if done.returncode == 0:
             info["git_commit"] = done.stdout.strip()
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            # uncommitted changes to tracked files: the numbers are not those of git_commit alone
+            info["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
     return info
 
 
