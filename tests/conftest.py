@@ -12,9 +12,17 @@ os.environ.setdefault("PAYCORE_ENV", "test")
 os.environ.setdefault("PAYCORE_LOG_LEVEL", "warning")
 
 from tests.support import db as test_db
+from tests.support.leaks import add_guards, leak_guard, task_leak_guard
 from tests.support.sim_fixtures import epx_sim, sim_control
 
-__all__ = ["epx_sim", "sim_control"]
+__all__ = ["epx_sim", "leak_guard", "sim_control", "task_leak_guard"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # RES-M1: integration, e2e and chaos tests fail when they leave tasks, pools, sessions or
+    # database backends behind (tests/support/leaks.py).
+    for item in items:
+        add_guards(item)
 
 
 def _worker_id(config: pytest.Config) -> str:

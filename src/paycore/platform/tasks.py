@@ -24,11 +24,13 @@ log = structlog.get_logger("paycore.tasks")
 
 
 class TaskSupervisor:
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._tasks: dict[asyncio.Task[Any], tuple[str, float, bool]] = {}
         self._keys: dict[Hashable, asyncio.Task[Any]] = {}
         self.closed = False
         self.baseline: int | None = None
+        self._clock = clock
+        self._long_kinds: set[str] = set()
 
     def spawn(
         self, kind: str, coro: Coroutine[Any, Any, Any], *, periodic: bool = False
@@ -40,7 +42,7 @@ class TaskSupervisor:
         task = asyncio.get_running_loop().create_task(
             coro, name=f"paycore:{kind}", context=deadline.detached_context()
         )
-        self._tasks[task] = (kind, time.monotonic(), periodic)
+        self._tasks[task] = (kind, self._clock(), periodic)
         m.TRACKED_TASKS.labels(kind).inc()
         task.add_done_callback(self._done)
         return task
@@ -94,7 +96,7 @@ class TaskSupervisor:
         return sum(1 for k, _, _ in self._tasks.values() if kind is None or k == kind)
 
     def long_running(self, older_than: float) -> dict[str, int]:
-        now = time.monotonic()
+        now = self._clock()
         out: dict[str, int] = {}
         for kind, started, periodic in self._tasks.values():
             if not periodic and now - started > older_than:
@@ -118,10 +120,17 @@ class TaskSupervisor:
             with contextlib.suppress(Exception):
                 await asyncio.wait(tasks, timeout=timeout)
 
-    def check_leaks(self, threshold: int) -> int:
-        """Compare all asyncio tasks with the baseline taken after start-up."""
+    def check_leaks(self, threshold: int, *, long_after: float = 600.0) -> int:
+        """Compare all asyncio tasks with the baseline taken after start-up; export one-shot tasks
+        older than `long_after` seconds as `long_running_tasks{type}`."""
         total = len(asyncio.all_tasks())
         m.ASYNCIO_TASKS.set(total)
+        long = self.long_running(long_after)
+        for kind in self._long_kinds - long.keys():
+            m.LONG_RUNNING_TASKS.labels(kind).set(0)
+        for kind, count in long.items():
+            m.LONG_RUNNING_TASKS.labels(kind).set(count)
+        self._long_kinds = set(long)
         if self.baseline is None:
             self.baseline = total
             return 0

@@ -403,3 +403,12 @@ CHECKOUT_EXPIRED = Counter("checkout_expired_total", "Pending Browser Post trans
 IP_RATE_LIMITED = Counter(
     "ip_rate_limited_total", "Requests refused by the per-IP limit of public routes", ["route"]
 )
+
+
+# --- resilience (RES-M1) --------------------------------------------------------------------------
+LONG_RUNNING_TASKS = Gauge(
+    "long_running_tasks",
+    "One-shot supervised tasks older than 10 minutes (a leak suspect)",
+    ["type"],
+    multiprocess_mode="livesum",
+)
