@@ -22,6 +22,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from paycore import __version__
 from paycore.bootstrap import Container, build_container
+from paycore.checkout.api import route_handlers as checkout_routes
 from paycore.config import Settings, load_settings
 from paycore.disputes.api import DisputeController
 from paycore.disputes.service import DisputeService
@@ -243,6 +244,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             WebhookEndpointController,
             EventController,
             DisputeController,
+            *checkout_routes(settings.env),
         ],
         dependencies={
             "principal": Provide(provide_principal),

@@ -10,10 +10,13 @@ from typing import Any
 import aiohttp
 import structlog
 
+from paycore.checkout.repository import CheckoutRepository
+from paycore.checkout.service import CheckoutConfig, CheckoutService
 from paycore.config import Settings
 from paycore.disputes.repository import DisputeRepository
 from paycore.disputes.service import DisputeService
 from paycore.gateway.epx.client import EpxServerPostClient
+from paycore.gateway.epx.key_exchange import KeyExchangeClient
 from paycore.gateway.epx.reporting import EpxReportingClient
 from paycore.gateway.north.client import NorthDisputeClient
 from paycore.idempotency.repository import IdempotencyRepository
@@ -34,7 +37,12 @@ from paycore.platform.db.pool import PoolMonitor, create_database
 from paycore.platform.jobs import JobDefinition
 from paycore.platform.observability.tracing import TracedTransactionProcessor, traceparent_headers
 from paycore.platform.queue import PgJobQueue
-from paycore.platform.resilience.breaker import GATEWAY_SERVER_POST, REPORTING_API, BreakerRegistry
+from paycore.platform.resilience.breaker import (
+    GATEWAY_KEY_EXCHANGE,
+    GATEWAY_SERVER_POST,
+    REPORTING_API,
+    BreakerRegistry,
+)
 from paycore.platform.shutdown import Lifecycle
 from paycore.platform.tasks import TaskSupervisor
 from paycore.webhooks.delivery import create_webhook_session
@@ -59,6 +67,7 @@ class Container:
     jobs: PgJobQueue
     webhooks: WebhookService
     disputes: DisputeService | None
+    checkout: CheckoutService | None = None
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -188,6 +197,45 @@ def build_webhook_service(
     )
 
 
+def build_checkout_service(
+    settings: Settings,
+    db: Database,
+    *,
+    gateway_session: aiohttp.ClientSession,
+    breakers: BreakerRegistry,
+    merchants: MerchantDirectory,
+    clock: Clock,
+    tasks: TaskSupervisor,
+    metrics: PaymentMetrics,
+    card_saver: Any = None,
+) -> CheckoutService:
+    """Hosted checkout (Browser Post): Key Exchange over the gateway session and its own breaker."""
+    key_exchange = (
+        KeyExchangeClient.from_settings(gateway_session, breakers[GATEWAY_KEY_EXCHANGE], settings)
+        if settings.epx_key_exchange_url
+        else None
+    )
+    return CheckoutService(
+        db=db,
+        repository=CheckoutRepository(db),
+        idempotency=IdempotencyRepository(db),
+        key_exchange=key_exchange,
+        merchants=merchants,
+        clock=clock,
+        config=CheckoutConfig(
+            browser_post_url=settings.epx_browser_post_url,
+            callback_base_url=settings.callback_base_url,
+            verify_mac=settings.checkout_verify_mac,
+            critical_timeout=settings.service_critical_timeout,
+            noncritical_timeout=settings.service_noncritical_timeout,
+            batch_timezone=settings.batch_timezone,
+        ),
+        tasks=tasks,
+        metrics=metrics,
+        card_saver=card_saver,
+    )
+
+
 async def build_container(
     settings: Settings,
     *,
@@ -247,6 +295,16 @@ async def build_container(
             max_depth=settings.max_transaction_depth,
             batch_timezone=settings.batch_timezone,
         )
+        checkout = build_checkout_service(
+            settings,
+            db,
+            gateway_session=gateway_session,
+            breakers=breakers,
+            merchants=merchants,
+            clock=clock,
+            tasks=tasks,
+            metrics=payments.metrics,
+        )
         webhooks = build_webhook_service(settings, db, webhook_session, clock)
         disputes = (
             DisputeService(
@@ -287,5 +345,6 @@ async def build_container(
         jobs=PgJobQueue(db),
         webhooks=webhooks,
         disputes=disputes,
+        checkout=checkout,
         sessions=sessions,
     )
