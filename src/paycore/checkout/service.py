@@ -105,6 +105,8 @@ class CardSaver(Protocol):
         con: Any = None,
     ) -> Any: ...
 
+    def invalidate_customer(self, merchant_id: uuid.UUID, customer_id: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class CheckoutConfig:
@@ -470,8 +472,9 @@ class CheckoutService:
             event = _EVENTS.get(outcome.status) if txn.type in ("sale", "auth") else None
             if event is not None:
                 await self._event(con, merchant, session, event)
-            if approved and txn.type == "storage":
-                await self._save_card(con, merchant, session, cb)
+            saved = approved and txn.type == "storage" and await self._save_card(con, merchant, session, cb)
+        if saved and self.card_saver is not None and txn.customer_id:
+            self.card_saver.invalidate_customer(merchant.id, txn.customer_id)  # after the commit
         late = done.previous_status == "expired"
         m.CHECKOUT_CALLBACKS.labels("late" if late else outcome.status).inc()
         if late:
@@ -518,13 +521,14 @@ class CheckoutService:
 
     async def _save_card(
         self, con: Connection, merchant: Merchant, session: SessionRow, cb: model.Callback
-    ) -> None:
+    ) -> bool:
+        """The approved `STORAGE` result as a saved card, in the callback's transaction (§6.4 step 6)."""
         txn = session.txn
         if self.card_saver is None or not cb.auth_guid or not txn.customer_id:
             log.error(
                 "checkout_card_not_saved", transaction_id=str(txn.id), reason="no payment-method service"
             )
-            return
+            return False
         expiry = cb.expiry
         method = await self.card_saver.save_card_from_storage(
             merchant,
@@ -540,6 +544,7 @@ class CheckoutService:
         method_id = getattr(method, "id", None)
         if isinstance(method_id, uuid.UUID):
             await self.repo.set_payment_method(con, session.id, method_id)
+        return True
 
     async def _not_applied(self, cb: model.Callback, outcome: model.Outcome, digest: bytes) -> CallbackAnswer:
         """The compare-and-set changed nothing: a replay, a different repeat, or a mismatch."""
