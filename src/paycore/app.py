@@ -39,6 +39,7 @@ from paycore.platform.db.pool import PING
 from paycore.platform.observability import metrics as m
 from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
+from paycore.platform.ratelimit import RateLimits
 from paycore.platform.shutdown import Lifecycle, install_drain_handlers, run_phase
 from paycore.webhooks.api import EventController, WebhookEndpointController
 from paycore.webhooks.service import WebhookService
@@ -122,7 +123,11 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
             "Send the API key as `Authorization: Bearer sk_…`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return await _container(request).merchants.authenticate(header[7:].strip())
+    principal = await _container(request).merchants.authenticate(header[7:].strip())
+    limits: RateLimits | None = request.app.state.get("rate_limits")
+    if limits is not None:
+        await limits.check_merchant(principal.merchant.id)  # A8: 429 + Retry-After
+    return principal
 
 
 def provide_disputes(request: Request[Any, Any, Any]) -> DisputeService:
@@ -194,6 +199,7 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
         if not container.extras["migrations_current"]:
             log.error("migrations_not_current", hint="run `paycore migrate`")
         app.state.container = container
+        app.state.rate_limits = RateLimits.from_settings(settings)
         container.start_background()
         runtime.start_runtime_monitors(container.tasks)
         m.reap_dead_processes()  # live gauges of workers that died without a clean exit
@@ -214,6 +220,7 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
             started = asyncio.get_running_loop().time()
             await run_phase("drain_requests", lambda: lifecycle.wait_idle(10.0), 11.0)
             await run_phase("background_tasks", container.aclose, 15.0)
+            await run_phase("rate_limits", app.state.rate_limits.aclose, 2.0)
             app.state.container = None
             m.SHUTDOWN_DURATION.observe(asyncio.get_running_loop().time() - started)
             m.GRACEFUL_SHUTDOWNS.inc()

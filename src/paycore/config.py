@@ -125,6 +125,12 @@ def _exact_url(text: str) -> str:
     return text
 
 
+def _rate_limit_storage(text: str) -> str:
+    if not re.match(r"^(memory://|(async\+)?rediss?://)", text):
+        raise ValueError("must be memory:// or a redis:// / rediss:// URI")
+    return text
+
+
 def _dsn(text: str) -> str:
     if not re.match(r"^postgres(ql)?://", text):
         raise ValueError("must be a postgresql:// DSN")
@@ -369,7 +375,19 @@ class Settings:
         "PAYCORE_MERCHANT_RATE_LIMIT_BURST", "200", _pos_int, "per-merchant burst"
     )
     rate_limit_storage: str = _env(
-        "PAYCORE_RATE_LIMIT_STORAGE", "memory://", str, "`limits` storage URI (redis:// for several)"
+        "PAYCORE_RATE_LIMIT_STORAGE",
+        "memory://",
+        _rate_limit_storage,
+        "`memory://` (one instance) or a `redis://host:port/db` URI shared by every instance",
+    )
+    rate_limit_enabled: bool = _env(
+        "PAYCORE_RATE_LIMIT_ENABLED", "true", parse_bool, "per-merchant and per-IP limits (kill switch)"
+    )
+    rate_limit_idle_expiry: float = _env(
+        "PAYCORE_RATE_LIMIT_IDLE_EXPIRY", "3m", _pos_duration, "idle in-memory buckets are forgotten"
+    )
+    rate_limit_max_keys: int = _env(
+        "PAYCORE_RATE_LIMIT_MAX_KEYS", "10000", _pos_int, "in-memory bucket cap (least recently used evicted)"
     )
     trusted_proxies: tuple[str, ...] = _env(
         "PAYCORE_TRUSTED_PROXIES", "", parse_str_list, "CIDRs whose X-Forwarded-For is trusted"

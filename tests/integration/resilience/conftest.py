@@ -15,6 +15,7 @@ import pytest
 
 from paycore.app import create_app
 from paycore.bootstrap import Container
+from paycore.gateway.port import MerchantKey
 from tests.integration.resilience.asgi import Reply, call, lifespan
 from tests.support.stack import stack_settings
 from tests.support.tokens import SANDBOX_KEY, mint_token
@@ -50,6 +51,20 @@ class LiveApp:
                 **(headers or {}),
             },
             disconnect_after=disconnect_after,
+        )
+
+    async def another_api_key(self) -> str:
+        """A second merchant (its own EPX key, no gateway calls) on the same app; its API key."""
+        directory = self.container.merchants
+        epx = MerchantKey(cust_nbr="9002", merch_nbr="900301", dba_nbr="2", terminal_nbr="78")
+        merchant = await directory.create_merchant(
+            slug=f"m{uuid.uuid4().hex[:8]}", name="Other", environment="sandbox", epx=epx
+        )
+        return (await directory.create_api_key(merchant.id)).secret
+
+    async def get(self, path: str, api_key: str | None = None) -> Reply:
+        return await call(
+            self.app, "GET", path, headers={"Authorization": f"Bearer {api_key or self.api_key}"}
         )
 
     async def rows(self, amount: int) -> list[asyncpg.Record]:

@@ -412,3 +412,6 @@ LONG_RUNNING_TASKS = Gauge(
     ["type"],
     multiprocess_mode="livesum",
 )
+RATE_LIMIT_ERRORS = Counter(
+    "rate_limit_storage_errors_total", "Rate-limit storage failures (the request was let through)", ["scope"]
+)
