@@ -24,6 +24,7 @@ from typing import Any
 
 DEMO_SLUG = "demo"
 DEMO_EPX = {"cust_nbr": "9001", "merch_nbr": "900300", "dba_nbr": "2", "terminal_nbr": "77"}
+DEMO_MAC = "demo-mac-secret"  # a placeholder for the local simulator only, not an EPX secret
 # A public sandbox test card (epx-protocol.md §9), used only to mint a demo token in the simulator.
 DEMO_TEST_CARD = ("4111111111111111", "123")
 
@@ -100,8 +101,11 @@ async def _seed(env: dict[str, str]) -> tuple[str, str | None]:
                 name="Demo Merchant",
                 environment="sandbox",
                 epx=MerchantKey(**DEMO_EPX),
-                mac_secret=env.get("PAYCORE_DEMO_MAC_SECRET", "demo-mac-secret"),
-                return_urls=(f"{settings.callback_base_url}/demo/return",),
+                mac_secret=env.get("PAYCORE_DEMO_MAC_SECRET", DEMO_MAC),
+                return_urls=(
+                    f"{settings.callback_base_url}/demo/return",
+                    f"{settings.callback_base_url}/demo/decline",
+                ),
                 actor="paycore-up",
             )
         key_file = Path(settings.data_dir) / "demo-api-key"
@@ -183,6 +187,8 @@ def run() -> int:
         subprocess.run([sys.executable, "-m", "paycore.cli", "migrate"], env=env, check=True)
         if not env.get("PAYCORE_EPX_SERVER_POST_URL"):
             _log("starting the EPX simulator")
+            # the simulator's preloaded merchant gets the demo merchant's MAC (Key Exchange identity)
+            env.setdefault("PAYCORE_EPX_SIM_MAC", env.get("PAYCORE_DEMO_MAC_SECRET", DEMO_MAC))
             sim, urls = _start_simulator(env)
             children.append(("epx-sim", sim))
             env["PAYCORE_EPX_SERVER_POST_URL"] = urls["server_post_url"]
@@ -256,6 +262,9 @@ Take a payment:
     -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\
     -H "Content-Type: application/json" \\
     -d '{{"amount": 1050, "currency": "USD", "token": "{token_text}"}}'
+
+Or pay in a browser (hosted checkout, EPX Browser Post): http://127.0.0.1:{port}/demo/checkout
+  test cards 4111111111111111 (approved) and 4000000000000002 (declined), expiry YYMM, CVV 123.
 
 Ctrl-C stops everything.
 """,
