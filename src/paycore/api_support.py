@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import ParameterKwarg
+from litestar.params import HeaderParameter
 
 from paycore.idempotency import model as idem_model
 from paycore.idempotency.model import IdempotencyRequest
@@ -60,8 +60,8 @@ def problem_responses(accepted: type | None = None) -> dict[int, ResponseSpec]:
     return out
 
 
-IDEMPOTENCY_HEADER = ParameterKwarg(
-    header="Idempotency-Key",
+IDEMPOTENCY_HEADER = HeaderParameter(
+    name="Idempotency-Key",
     description=(
         "1-255 visible ASCII characters, unique per operation. A retry with the same key and body "
         "replays the first answer (`Idempotent-Replayed: true`)."
