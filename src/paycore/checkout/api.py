@@ -170,10 +170,16 @@ _CALLBACK_RESPONSES: Final = {
     ),
     400: ResponseSpec(
         data_container=str,
+        generate_examples=False,
         media_type="text/html",
         description="Refused (malformed, mismatched, unsigned or unknown): an HTML page; nothing recorded",
     ),
-    429: ResponseSpec(data_container=str, media_type="text/plain", description="Rate limited per IP"),
+    429: ResponseSpec(
+        data_container=str,
+        generate_examples=False,
+        media_type="text/plain",
+        description="Rate limited per IP",
+    ),
 }
 
 
@@ -188,7 +194,7 @@ _CALLBACK_RESPONSES: Final = {
         "transaction, amount, TRAN_NBR, USER_DATA, MAC) and recorded at most once."
     ),
     tags=["checkout"],
-    security=[],
+    security=[{}],
     status_code=303,
     responses=_CALLBACK_RESPONSES,
     dependencies={"checkout": Provide(provide_checkout, sync_to_thread=False)},
@@ -239,7 +245,7 @@ class DemoController(Controller):
         description=(
             "`amount` in cents (default 1050), `mode` sale|auth, `entry=hosted` for the gateway's own page."
         ),
-        security=[],
+        security=[{}],
         media_type="text/html",
     )
     async def demo_checkout(
@@ -282,13 +288,15 @@ class DemoController(Controller):
         )
         return _html(html)
 
-    @get("/return", summary="Demo return page (development/test only)", security=[], media_type="text/html")
+    @get("/return", summary="Demo return page (development/test only)", security=[{}], media_type="text/html")
     async def demo_return(
         self, request: Request[Any, Any, Any], checkout: CheckoutService, payment_id: str = ""
     ) -> Response[str]:
         return await _demo_result(request, checkout, payment_id, declined=False)
 
-    @get("/decline", summary="Demo decline page (development/test only)", security=[], media_type="text/html")
+    @get(
+        "/decline", summary="Demo decline page (development/test only)", security=[{}], media_type="text/html"
+    )
     async def demo_decline(
         self, request: Request[Any, Any, Any], checkout: CheckoutService, payment_id: str = ""
     ) -> Response[str]:
