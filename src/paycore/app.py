@@ -40,7 +40,7 @@ from paycore.platform.observability import metrics as m
 from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
 from paycore.platform.ratelimit import RateLimits
-from paycore.platform.shutdown import Lifecycle, install_drain_handlers, run_phase
+from paycore.platform.shutdown import Lifecycle, install_drain_handlers, install_granian_drain_hook, run_phase
 from paycore.webhooks.api import EventController, WebhookEndpointController
 from paycore.webhooks.service import WebhookService
 
@@ -203,11 +203,12 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
         container.start_background()
         runtime.start_runtime_monitors(container.tasks)
         m.reap_dead_processes()  # live gauges of workers that died without a clean exit
-        install_drain_handlers(
-            lifecycle,
-            prestop_delay=settings.shutdown_prestop_delay,
-            drain_timeout=max(settings.shutdown_timeout - 10.0, 1.0),
-        )
+        if not lifecycle.drain_hooked:  # not under granian: wrap the loop's own handlers
+            install_drain_handlers(
+                lifecycle,
+                prestop_delay=settings.shutdown_prestop_delay,
+                drain_timeout=max(settings.shutdown_timeout - 10.0, 1.0),
+            )
         gc.collect()
         gc.freeze()  # MEM-20: long-lived start-up objects leave the collector's generations
         lifecycle.ready = True
@@ -241,6 +242,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     tracing.configure_tracing(settings.trace_sample_ratio, settings.otlp_endpoint)
     lifecycle = Lifecycle()
+    install_granian_drain_hook(  # granian loads the app before it installs its signal handlers
+        lifecycle,
+        prestop_delay=settings.shutdown_prestop_delay,
+        drain_timeout=max(settings.shutdown_timeout - 10.0, 1.0),
+    )
     app = Litestar(
         route_handlers=[
             healthz,

@@ -110,7 +110,7 @@ def serve_command(*, workers: int | None = None, port: int | None = None) -> int
         port=settings.http_port,
         interface=Interfaces.ASGI,
         workers=settings.workers,
-        loop=Loops.asyncio,
+        loop=Loops.uvloop,
         http=HTTPModes.auto,
         backpressure=settings.backpressure,
         http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_read_timeout * 1000)),

@@ -6,6 +6,7 @@ so the hot path does not touch the database. Revocation and merchant changes inv
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from paycore.platform.db import Database
 from paycore.platform.tasks import TaskSupervisor
 
 log = structlog.get_logger("paycore.merchants")
+
+TOUCH_INTERVAL = 60.0  # seconds between `last_used_at` writes per API key
 
 
 class NewApiKey:
@@ -55,6 +58,7 @@ class MerchantDirectory:
         self.principals = principal_cache
         self.merchants = merchant_cache
         self.tasks = tasks
+        self._touched: dict[uuid.UUID, float] = {}
         # other capabilities' secrets at rest (webhook signing secrets), re-encrypted by the same rotation
         self.resealers = tuple(resealers)
 
@@ -70,9 +74,19 @@ class MerchantDirectory:
         if not principal.merchant.active:
             raise PaycoreError(errors.FORBIDDEN, "The merchant is not active")
         if self.tasks is not None and principal.api_key_id is not None:
-            key_id = principal.api_key_id
-            self.tasks.spawn_once(("api_key_touch", key_id), "api_key_touch", self.repo.touch_api_key(key_id))
+            self._touch(principal.api_key_id)
         return principal
+
+    def _touch(self, key_id: uuid.UUID) -> None:
+        """Keep `last_used_at` (minute precision) without a write per request."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
+            return
+        if len(self._touched) > 10_000:
+            self._touched.clear()
+        self._touched[key_id] = now
+        assert self.tasks is not None
+        self.tasks.spawn_once(("api_key_touch", key_id), "api_key_touch", self.repo.touch_api_key(key_id))
 
     async def _load_principal(self, key_hash: bytes) -> Principal | None:
         found = await self.repo.resolve_api_key(key_hash)

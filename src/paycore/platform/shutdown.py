@@ -1,10 +1,15 @@
 """Graceful shutdown (RES-M2): readiness off → drain in-flight requests → stop tasks → close pools.
 
 Inside a granian worker the server installs its own SIGTERM/SIGINT handlers on the event loop.
-`install_drain_handlers` wraps them: on the first signal the process turns *draining* (`/readyz`
-answers 503, new requests get 503), waits for in-flight requests to finish (up to the drain
-deadline), and only then passes the signal on to the server, which stops listening and runs the
-ASGI lifespan shutdown (background tasks, HTTP sessions, the DB pool, logs).
+paycore puts a drain phase in front of them: on the first signal the process turns *draining*
+(`/readyz` answers 503, new requests get 503), waits for in-flight requests to finish (up to the
+drain deadline), and only then lets the server stop listening and run the ASGI lifespan shutdown
+(background tasks, HTTP sessions, the DB pool, logs). See ADR 0008.
+
+* `install_granian_drain_hook` (preferred, any event loop incl. uvloop) wraps granian's
+  `set_loop_signals` before the worker calls it, so the worker's stop event is set only after the
+  drain.
+* `install_drain_handlers` (fallback, asyncio loop only) wraps already-installed loop handlers.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self.drain_started: float | None = None
+        self.drain_hooked = False
 
     def request_started(self) -> None:
         self.in_flight += 1
@@ -62,42 +68,64 @@ def install_drain_handlers(lifecycle: Lifecycle, *, prestop_delay: float, drain_
     """Wrap the loop's SIGTERM/SIGINT handlers with a drain phase. False if none was installed."""
     loop = asyncio.get_running_loop()
     handlers: dict[int, Any] = getattr(loop, "_signal_handlers", {})
-    originals: dict[int, Any] = {int(sig): handlers.get(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    if not any(originals.values()):
+    originals = [h for h in (handlers.get(signal.SIGTERM), handlers.get(signal.SIGINT)) if h is not None]
+    if not originals:
         return False
-    fired = False
-
-    async def drain_then_forward(sig: int) -> None:
-        lifecycle.start_draining()
-        if prestop_delay > 0:
-            await asyncio.sleep(prestop_delay)
-        idle = await lifecycle.wait_idle(drain_timeout)
-        if not idle:
-            log.warning("shutdown_drain_deadline", in_flight=lifecycle.in_flight)
-        original = originals.get(sig) or originals.get(signal.SIGTERM) or originals.get(signal.SIGINT)
-        if original is not None:
-            original._run()
-
-    def on_signal(sig: int) -> None:
-        nonlocal fired
-        if fired:
-            # A second signal: stop at once.
-            original = originals.get(sig)
-            if original is not None:
-                original._run()
-            return
-        fired = True
-        drainer = loop.create_task(drain_then_forward(sig), name="paycore:shutdown-drain")
-        _keep.add(drainer)
-        drainer.add_done_callback(_keep.discard)
-
-    for sig, original in originals.items():
-        if original is not None:
-            loop.add_signal_handler(sig, on_signal, sig)
+    callback = _drain_then(lifecycle, prestop_delay, drain_timeout, originals[0]._run)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if handlers.get(sig) is not None:
+            loop.add_signal_handler(sig, callback)
     return True
 
 
 _keep: set[asyncio.Task[Any]] = set()
+
+
+def _drain_then(
+    lifecycle: Lifecycle, prestop_delay: float, drain_timeout: float, stop: Callable[[], None]
+) -> Callable[[], None]:
+    """A signal callback: the first call drains then calls `stop`; a second call stops at once."""
+    fired = False
+
+    async def drain() -> None:
+        lifecycle.start_draining()
+        if prestop_delay > 0:
+            await asyncio.sleep(prestop_delay)
+        if not await lifecycle.wait_idle(drain_timeout):
+            log.warning("shutdown_drain_deadline", in_flight=lifecycle.in_flight)
+        stop()
+
+    def on_signal() -> None:
+        nonlocal fired
+        if fired:
+            stop()
+            return
+        fired = True
+        task = asyncio.get_running_loop().create_task(drain(), name="paycore:shutdown-drain")
+        _keep.add(task)
+        task.add_done_callback(_keep.discard)
+
+    return on_signal
+
+
+def install_granian_drain_hook(lifecycle: Lifecycle, *, prestop_delay: float, drain_timeout: float) -> bool:
+    """Call in the app factory (granian loads the app before it installs its signal handlers)."""
+    try:
+        import granian._signals as granian_signals
+    except ImportError:  # not running under granian
+        return False
+    original = granian_signals.set_loop_signals
+
+    def set_loop_signals(loop: asyncio.AbstractEventLoop) -> Any:
+        stop_event = original(loop)  # type: ignore[no-untyped-call]  # granian's stop event
+        callback = _drain_then(lifecycle, prestop_delay, drain_timeout, stop_event.set)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, callback)
+        lifecycle.drain_hooked = True
+        return stop_event
+
+    granian_signals.set_loop_signals = set_loop_signals
+    return True
 
 
 async def run_phase(name: str, fn: Callable[[], Awaitable[Any]], timeout: float) -> None:
