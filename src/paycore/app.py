@@ -31,6 +31,8 @@ from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.merchants.model import Principal
 from paycore.middleware import RequestEnvelope
+from paycore.payment_methods.api import PaymentMethodController
+from paycore.payment_methods.service import PaymentMethodService
 from paycore.payments.api import PaymentController
 from paycore.payments.service import PaymentService
 from paycore.platform.context import current_request_id
@@ -145,6 +147,10 @@ def provide_payments(request: Request[Any, Any, Any]) -> PaymentService:
     return _container(request).payments
 
 
+def provide_payment_methods(request: Request[Any, Any, Any]) -> PaymentMethodService:
+    return _container(request).payment_methods
+
+
 # --- health and metrics --------------------------------------------------------------------------
 @get("/healthz", include_in_schema=True, tags=["health"], summary="Liveness: the event loop answers")
 async def healthz() -> dict[str, str]:
@@ -254,6 +260,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics_endpoint,
             openapi_json,
             PaymentController,
+            PaymentMethodController,
             WebhookEndpointController,
             EventController,
             DisputeController,
@@ -262,6 +269,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "principal": Provide(provide_principal),
             "payments": Provide(provide_payments, sync_to_thread=False),
+            "payment_methods": Provide(provide_payment_methods, sync_to_thread=False),
             "webhooks": Provide(provide_webhooks, sync_to_thread=False),
             "disputes": Provide(provide_disputes, sync_to_thread=False),
         },

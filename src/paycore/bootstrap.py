@@ -15,16 +15,21 @@ from paycore.checkout.service import CheckoutConfig, CheckoutService
 from paycore.config import Settings
 from paycore.disputes.repository import DisputeRepository
 from paycore.disputes.service import DisputeService
+from paycore.gateway.epx.ach_returns import EpxAchReturnsClient
 from paycore.gateway.epx.client import EpxServerPostClient
 from paycore.gateway.epx.key_exchange import KeyExchangeClient
 from paycore.gateway.epx.reporting import EpxReportingClient
 from paycore.gateway.north.client import NorthDisputeClient
+from paycore.gateway.port import TransactionProcessor
 from paycore.idempotency.repository import IdempotencyRepository
 from paycore.idempotency.service import Idempotency
 from paycore.kernel.clock import Clock, SystemClock
 from paycore.merchants.model import Merchant, Principal
 from paycore.merchants.repository import MerchantRepository
 from paycore.merchants.service import MerchantDirectory
+from paycore.payment_methods.model import PaymentMethod
+from paycore.payment_methods.repository import PaymentMethodRepository
+from paycore.payment_methods.service import PaymentMethodService, Policy
 from paycore.payments.metrics import PaymentMetrics
 from paycore.payments.repository import PaymentRepository
 from paycore.payments.service import PaymentService, Timeouts
@@ -66,6 +71,7 @@ class Container:
     clock: Clock
     jobs: PgJobQueue
     webhooks: WebhookService
+    payment_methods: PaymentMethodService
     disputes: DisputeService | None
     checkout: CheckoutService | None = None
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
@@ -236,6 +242,59 @@ def build_checkout_service(
     )
 
 
+def build_payment_method_service(
+    settings: Settings,
+    db: Database,
+    *,
+    gateway: TransactionProcessor,
+    reporting_session: aiohttp.ClientSession,
+    breakers: BreakerRegistry,
+    merchants: MerchantDirectory,
+    clock: Clock,
+    tasks: TaskSupervisor,
+) -> PaymentMethodService:
+    """Saved cards and bank accounts: the gateway client, the ACH returns report, two caches."""
+    returns = (
+        EpxAchReturnsClient.from_settings(reporting_session, settings, breaker=breakers[REPORTING_API])
+        if settings.epx_reporting_url
+        else None
+    )
+    return PaymentMethodService(
+        db=db,
+        repository=PaymentMethodRepository(db),
+        idempotency=Idempotency(db, IdempotencyRepository(db)),
+        gateway=gateway,
+        returns=returns,
+        merchants=merchants.list_all,
+        clock=clock,
+        tasks=tasks,
+        cursors=CursorCodec(settings.cursor_secret),
+        methods_cache=AsyncTTLCache[uuid.UUID, PaymentMethod | None](
+            "payment_method",
+            ttl=settings.pm_cache_ttl,
+            max_size=settings.pm_cache_max_size,
+            enabled=settings.pm_cache_enabled,
+        ),
+        lists_cache=AsyncTTLCache[tuple[uuid.UUID, str], tuple[PaymentMethod, ...]](
+            "payment_method_list",
+            ttl=settings.pm_list_cache_ttl,
+            max_size=10_000,
+            enabled=settings.pm_cache_enabled,
+        ),
+        fingerprint_secret=settings.api_key_secret,
+        policy=Policy(
+            verification_days=settings.ach_verification_days,
+            batch_size=settings.ach_batch_size,
+            return_threshold=settings.ach_return_deactivate_threshold,
+            returns_lookback_days=max(int(settings.ach_returns_lookback // 86400), 1),
+            critical_timeout=settings.service_critical_timeout,
+            noncritical_timeout=settings.service_noncritical_timeout,
+            batch_timezone=settings.batch_timezone,
+            labelled_merchants=frozenset(settings.metrics_merchant_labels),
+        ),
+    )
+
+
 async def build_container(
     settings: Settings,
     *,
@@ -278,6 +337,16 @@ async def build_container(
             else None
         )
         merchants = build_merchant_directory(settings, db, tasks)
+        payment_methods = build_payment_method_service(
+            settings,
+            db,
+            gateway=gateway,
+            reporting_session=reporting_session,
+            breakers=breakers,
+            merchants=merchants,
+            clock=clock,
+            tasks=tasks,
+        )
         payments = PaymentService(
             db=db,
             repository=PaymentRepository(db),
@@ -294,6 +363,7 @@ async def build_container(
             ),
             max_depth=settings.max_transaction_depth,
             batch_timezone=settings.batch_timezone,
+            payment_methods=payment_methods,
         )
         checkout = build_checkout_service(
             settings,
@@ -344,6 +414,7 @@ async def build_container(
         clock=clock,
         jobs=PgJobQueue(db),
         webhooks=webhooks,
+        payment_methods=payment_methods,
         disputes=disputes,
         checkout=checkout,
         sessions=sessions,

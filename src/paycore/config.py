@@ -435,6 +435,18 @@ class Settings:
         "PAYCORE_ACH_VERIFICATION_DAYS", "3", _pos_int, "banking days before a pre-noted account is verified"
     )
     ach_batch_size: int = _env("PAYCORE_ACH_BATCH_SIZE", "100", _pos_int, "rows per ACH sweep")
+    ach_return_deactivate_threshold: int = _env(
+        "PAYCORE_ACH_RETURN_DEACTIVATE_THRESHOLD",
+        "2",
+        _pos_int,
+        "returns on live debits after which a bank account is deactivated (excessive_returns)",
+    )
+    ach_returns_lookback: float = _env(
+        "PAYCORE_ACH_RETURNS_LOOKBACK",
+        "7d",
+        _pos_duration,
+        "window of return dates re-read from the returns report on each ingest run",
+    )
     webhooks_enabled: bool = _env(
         "PAYCORE_WEBHOOKS_ENABLED", "true", parse_bool, "webhook delivery (kill switch)"
     )

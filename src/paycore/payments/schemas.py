@@ -164,7 +164,8 @@ def transaction_out(row: TxnRow) -> TransactionOut:
 
 
 def payment_out(root: TxnRow, children: list[TxnRow], group: Group, *, livemode: bool) -> PaymentOut:
-    card = Card(brand=root.card_brand, last4=root.card_last4) if root.card_last4 or root.card_brand else None
+    has_card = root.payment_type == "card" and (root.card_last4 or root.card_brand)
+    card = Card(brand=root.card_brand, last4=root.card_last4) if has_card else None
     return PaymentOut(
         id=root.id,
         type=root.type,  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -44,6 +44,7 @@ from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
 from paycore.kernel.money import GATEWAY_CURRENCIES
 from paycore.merchants.model import Merchant, Principal
+from paycore.payment_methods.model import ACH_AUTH_NOT_SUPPORTED, PaymentMethod, refuse_pan_as_token
 from paycore.payments import model, schemas
 from paycore.payments.metrics import PaymentMetrics
 from paycore.payments.model import Group, TxType
@@ -106,6 +107,16 @@ _EVENTS: Final = {
 }
 
 
+class SavedPaymentMethods(Protocol):
+    """What a payment needs from saved payment methods (`payment_methods.service`)."""
+
+    async def resolve_for_payment(
+        self, merchant: Merchant, method_id: uuid.UUID, *, customer_id: str | None = None
+    ) -> PaymentMethod: ...
+
+    def mark_used(self, method_id: uuid.UUID) -> None: ...
+
+
 class PaymentService:
     def __init__(
         self,
@@ -123,8 +134,10 @@ class PaymentService:
         timeouts: Timeouts = Timeouts(),
         max_depth: int = 10,
         batch_timezone: str = "UTC",
+        payment_methods: SavedPaymentMethods | None = None,
     ) -> None:
         self.db = db
+        self.payment_methods = payment_methods
         self.repo = repository
         self.idem = idempotency
         self.gateway = gateway
@@ -205,9 +218,20 @@ class PaymentService:
                 f"{cmd.currency} is not supported by the gateway",
                 param="currency",
             )
-        if cmd.token is None:
+        if cmd.token is not None and cmd.payment_method_id is not None:
+            raise PaycoreError(
+                errors.VALIDATION_FAILED,
+                "give token or payment_method_id, not both",
+                param="payment_method_id",
+            )
+        if cmd.token is None and cmd.payment_method_id is None:
             raise PaycoreError(errors.VALIDATION_FAILED, "token is required", param="token")
+        refuse_pan_as_token(cmd.token)
         async with dl.budget(self.timeouts.critical):
+            saved = await self._saved_method(merchant, cmd)
+            bric = saved.bric if saved is not None else cmd.token
+            assert bric is not None
+            payment_type = saved.payment_type if saved is not None else "card"
             txn_id = uuid7()
             now = self.clock.now()
             zone = self._zone(merchant)
@@ -215,15 +239,7 @@ class PaymentService:
             request: GatewayRequest | None = None
             for k in range(MAX_TRAN_NBR_TRIES):
                 tran_nbr = wire.tran_nbr_for(txn_id, k)
-                build = wire.for_sale if cmd.capture else wire.for_auth
-                request = build(
-                    merchant=merchant.epx,
-                    tran_nbr=tran_nbr,
-                    amount_cents=cmd.amount,
-                    at=now,
-                    tz=zone,
-                    storage_bric=cmd.token,
-                )
+                request = _root_request(cmd, saved, bric, merchant.epx, tran_nbr, now, zone)
                 new = NewTransaction(
                     id=txn_id,
                     merchant_id=merchant.id,
@@ -231,16 +247,16 @@ class PaymentService:
                     parent_id=None,
                     depth=0,
                     type=tx_type.value,
-                    payment_type="card",
+                    payment_type=payment_type,
                     source="api",
                     amount=cmd.amount,
                     currency=cmd.currency,
                     tran_nbr=tran_nbr,
                     tran_type=request.tran_type,
                     batch_id=wire.batch_id(now, zone),
-                    orig_auth_guid=cmd.token,
+                    orig_auth_guid=bric,
                     gateway_request=request.storable_body(),
-                    customer_id=cmd.customer_id,
+                    customer_id=cmd.customer_id or (saved.customer_id if saved is not None else None),
                     payment_method_id=cmd.payment_method_id,
                     description=cmd.description,
                     metadata=cmd.metadata,
@@ -259,9 +275,24 @@ class PaymentService:
             assert request is not None
             m.IDEMPOTENCY_OUTCOMES.labels("new").inc()
             result = await self._call_gateway(request, txn_id)
+            if saved is not None and self.payment_methods is not None and result.outcome == "approved":
+                self.payment_methods.mark_used(saved.id)  # LATENCY-6: a supervised background update
             return await self._finish(
                 merchant, principal.livemode, new, created_at, result, started, root=None, children=[]
             )
+
+    async def _saved_method(self, merchant: Merchant, cmd: schemas.CreatePayment) -> PaymentMethod | None:
+        """The saved payment method to charge (merchant-scoped, usable), or None for a token."""
+        if cmd.payment_method_id is None:
+            return None
+        if self.payment_methods is None:
+            raise PaycoreError(errors.VALIDATION_FAILED, "saved payment methods are not available")
+        saved = await self.payment_methods.resolve_for_payment(
+            merchant, cmd.payment_method_id, customer_id=cmd.customer_id
+        )
+        if saved.payment_type == "ach" and not cmd.capture:
+            raise PaycoreError(ACH_AUTH_NOT_SUPPORTED, param="capture")
+        return saved
 
     # ------------------------------------------------------------------ follow-ons
     async def capture(
@@ -350,7 +381,14 @@ class PaymentService:
                             raise PaycoreError(errors.PAYMENT_OUTCOME_UNKNOWN, "The gateway token is missing")
                         tran_nbr = wire.tran_nbr_for(txn_id, k)
                         request = _follow_on_request(
-                            tx_type, merchant.epx, tran_nbr, amount, target.auth_guid, now, zone
+                            tx_type,
+                            merchant.epx,
+                            tran_nbr,
+                            amount,
+                            target.auth_guid,
+                            now,
+                            zone,
+                            root.tran_type,
                         )
                         new = NewTransaction(
                             id=txn_id,
@@ -650,6 +688,10 @@ class PaymentService:
         if self.report is None:
             return counts
         for row in await self.repo.unresolved(older_than, limit):
+            if row.type not in _PAYMENT_TX_TYPES:
+                # a $0 card storage or ACH pre-note: settled by payment_methods (nothing moved)
+                counts["skipped"] += 1
+                continue
             merchant = await self.merchant_lookup(row.merchant_id)
             if merchant is None:
                 counts["skipped"] += 1
@@ -752,9 +794,81 @@ def report_to_result(reported: ReportedTransaction | None) -> GatewayResult:
     )
 
 
-def _follow_on_request(
-    tx_type: TxType, merchant: MerchantKey, tran_nbr: int, amount: int, bric: str, at: datetime, tz: ZoneInfo
+def _root_request(
+    cmd: schemas.CreatePayment,
+    saved: PaymentMethod | None,
+    bric: str,
+    merchant: MerchantKey,
+    tran_nbr: int,
+    at: datetime,
+    tz: ZoneInfo,
 ) -> GatewayRequest:
+    """A token or saved card: `CCE1`/`CCE2` on the Storage BRIC as a customer-initiated card-on-file
+    charge (`CARD_ENT_METH=Z`, no `ACI_EXT`); a saved bank account: the `CKC2`/`CKS2` debit."""
+    if saved is not None and saved.payment_type == "ach":
+        return wire.for_ach_debit(
+            merchant=merchant,
+            tran_nbr=tran_nbr,
+            amount_cents=cmd.amount,
+            storage_bric=bric,
+            account_type="savings" if saved.account_type == "savings" else "checking",
+            at=at,
+            tz=tz,
+            sec_code=_sec_code(saved.sec_code),
+        )
+    build = wire.for_sale if cmd.capture else wire.for_auth
+    return build(
+        merchant=merchant, tran_nbr=tran_nbr, amount_cents=cmd.amount, at=at, tz=tz, storage_bric=bric
+    )
+
+
+def _sec_code(value: str | None) -> wire.SecCode:
+    if value == "PPD":
+        return "PPD"
+    if value == "CCD":
+        return "CCD"
+    if value == "TEL":
+        return "TEL"
+    return "WEB"
+
+
+_PAYMENT_TX_TYPES: Final = frozenset(t.value for t in TxType)
+
+
+def _follow_on_request(
+    tx_type: TxType,
+    merchant: MerchantKey,
+    tran_nbr: int,
+    amount: int,
+    bric: str,
+    at: datetime,
+    tz: ZoneInfo,
+    root_tran_type: str = "",
+) -> GatewayRequest:
+    if root_tran_type.startswith("CK"):
+        # an ACH debit (CKC2 checking / CKS2 savings): refund = ACH credit, void = ACH void, both on
+        # the debit's BRIC; an ACH debit has no capture
+        account: wire.AccountType = "savings" if root_tran_type.startswith("CKS") else "checking"
+        if tx_type is TxType.REFUND:
+            return wire.for_ach_credit(
+                merchant=merchant,
+                tran_nbr=tran_nbr,
+                amount_cents=amount,
+                original_bric=bric,
+                account_type=account,
+                at=at,
+                tz=tz,
+            )
+        if tx_type is TxType.VOID:
+            return wire.for_ach_void(
+                merchant=merchant,
+                tran_nbr=tran_nbr,
+                amount_cents=amount,
+                debit_bric=bric,
+                account_type=account,
+                at=at,
+                tz=tz,
+            )
     if tx_type is TxType.CAPTURE:
         return wire.for_capture(
             merchant=merchant, tran_nbr=tran_nbr, amount_cents=amount, auth_bric=bric, at=at, tz=tz

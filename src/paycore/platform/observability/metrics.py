@@ -415,3 +415,13 @@ LONG_RUNNING_TASKS = Gauge(
 RATE_LIMIT_ERRORS = Counter(
     "rate_limit_storage_errors_total", "Rate-limit storage failures (the request was let through)", ["scope"]
 )
+
+
+# --- saved payment methods and ACH (NACHA return rates) ------------------------------------------
+ACH_RETURN_RATE = Gauge(
+    "ach_return_rate",
+    "Trailing 60-day ACH debit return rate by class (NACHA thresholds: unauthorized 0.005, "
+    "administrative 0.03, overall 0.15)",
+    ["merchant", "class"],
+    multiprocess_mode="max",
+)

@@ -1,0 +1,219 @@
+"""ACH returns from the gateway's returns report: the `AchReturnSource` port and its EPX client.
+
+How EPX delivers ACH returns is unverified (epx-protocol.md §7.3). paycore reads a report
+(paycore convention, served by the simulator until EPX's real interface is known)::
+
+    GET {PAYCORE_EPX_REPORTING_URL}/reporting/ach/returns?merchant=<MERCH_NBR>&fromDate=YYYY-MM-DD
+    {"status": "success", "data": {"returns": [
+        {"tranNbr": 1234567890, "authGuid": "09…", "returnCode": "R03", "returnDate": "2026-03-04",
+         "amount": "0.00", "accountLast4": "0003", "secCode": "WEB", "tranType": "CKC0"},
+        {"tranNbr": …, "returnCode": null, "changeCode": "C01", "correctedData": "…"}]}}
+
+Only what matching needs is kept: TRAN_NBR, return or change code, date, amount and TRAN_TYPE.
+The BRIC and a NOC's corrected data (which can be a full account number) are dropped while
+parsing and never logged. A non-200 answer, a non-`success` status, malformed JSON, a timeout or an
+open `reporting_api` circuit raise `ReturnsUnavailable` (the job tries again next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Final, Protocol
+
+import aiohttp
+import msgspec
+import structlog
+
+from paycore.gateway.port import CircuitOpenError, MerchantKey
+from paycore.platform.resilience import deadline
+from paycore.platform.resilience.breaker import CircuitBreaker
+
+if TYPE_CHECKING:
+    from paycore.config import Settings
+
+__all__ = ["AchReturn", "AchReturnSource", "EpxAchReturnsClient", "ReturnsUnavailable"]
+
+_log = structlog.get_logger("paycore.gateway.epx.ach_returns")
+_HEADERS: Final[Mapping[str, str]] = {"Accept": "application/json"}
+DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
+
+
+class AchReturn(msgspec.Struct, frozen=True, kw_only=True):
+    """One return (`return_code` R01…) or notification of change (`change_code` C01…)."""
+
+    tran_nbr: int
+    return_code: str | None
+    change_code: str | None
+    return_date: date
+    amount_cents: int | None
+    tran_type: str | None
+
+
+class AchReturnSource(Protocol):
+    """Where ACH returns come from (a report poll here; a file import would fit the same port)."""
+
+    async def returns_since(self, merchant: MerchantKey, from_date: date) -> list[AchReturn]: ...
+
+
+class ReturnsUnavailable(RuntimeError):
+    pass
+
+
+class _Entry(msgspec.Struct, rename="camel"):
+    tran_nbr: int | str
+    return_date: str
+    return_code: str | None = None
+    change_code: str | None = None
+    amount: Decimal | None = None
+    tran_type: str | None = None
+
+
+class _Data(msgspec.Struct):
+    returns: list[_Entry] = msgspec.field(default_factory=list)
+
+
+class _Envelope(msgspec.Struct):
+    status: str
+    data: _Data | None = None
+
+
+_decoder: Final = msgspec.json.Decoder(_Envelope)
+
+
+def _cents(amount: Decimal | None) -> int | None:
+    if amount is None:
+        return None
+    try:
+        cents = amount * 100
+        if not amount.is_finite() or amount < 0 or cents != cents.to_integral_value():
+            return None
+    except (InvalidOperation, ValueError):
+        return None
+    return int(cents)
+
+
+def parse_returns(body: bytes) -> list[AchReturn]:
+    """The returns of a report body. Entries without a usable TRAN_NBR, code or date are skipped."""
+    try:
+        envelope = _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise ReturnsUnavailable("malformed returns report") from None
+    if envelope.status != "success" or envelope.data is None:
+        raise ReturnsUnavailable("returns report status is not success")
+    out: list[AchReturn] = []
+    for entry in envelope.data.returns:
+        tran_nbr = entry.tran_nbr if isinstance(entry.tran_nbr, int) else None
+        if isinstance(entry.tran_nbr, str) and entry.tran_nbr.strip().isdigit():
+            tran_nbr = int(entry.tran_nbr.strip())
+        code = (entry.return_code or "").strip().upper() or None
+        change = (entry.change_code or "").strip().upper() or None
+        try:
+            when = date.fromisoformat(entry.return_date[:10])
+        except ValueError:
+            when = None
+        if tran_nbr is None or when is None or (code is None and change is None):
+            _log.warning("ach_return_entry_skipped", reason="incomplete entry")
+            continue
+        out.append(
+            AchReturn(
+                tran_nbr=tran_nbr,
+                return_code=code,
+                change_code=None if code else change,
+                return_date=when,
+                amount_cents=_cents(entry.amount),
+                tran_type=entry.tran_type,
+            )
+        )
+    return out
+
+
+class EpxAchReturnsClient:
+    """`AchReturnSource` over the reporting session, through the `reporting_api` breaker."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        breaker: CircuitBreaker | None = None,
+        timeout: float = 30.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._session = session
+        self._url = base_url.rstrip("/") + "/reporting/ach/returns"
+        self._breaker = breaker
+        self._timeout = timeout
+        self._max_body = max_body_bytes
+
+    @classmethod
+    def from_settings(
+        cls, session: aiohttp.ClientSession, settings: Settings, *, breaker: CircuitBreaker | None = None
+    ) -> EpxAchReturnsClient:
+        if not settings.epx_reporting_url:
+            raise ValueError("PAYCORE_EPX_REPORTING_URL is not configured")
+        return cls(session, settings.epx_reporting_url, breaker=breaker, timeout=settings.reporting_timeout)
+
+    async def returns_since(self, merchant: MerchantKey, from_date: date) -> list[AchReturn]:
+        permit = None
+        if self._breaker is not None:
+            try:
+                permit = self._breaker.acquire()
+            except CircuitOpenError as exc:
+                raise ReturnsUnavailable("reporting circuit is open") from exc
+        healthy: bool | None = None
+        try:
+            body = await self._fetch(merchant, from_date)
+            parsed = parse_returns(body)
+            healthy = True
+        except _Failed as exc:
+            healthy = exc.healthy
+            raise
+        except ReturnsUnavailable:
+            healthy = False
+            raise
+        finally:
+            if permit is not None:
+                if healthy is None:
+                    permit.release()
+                elif healthy:
+                    permit.success()
+                else:
+                    permit.failure()
+        return parsed
+
+    async def _fetch(self, merchant: MerchantKey, from_date: date) -> bytes:
+        left = deadline.remaining(self._timeout)
+        if left is not None and left <= 0:
+            raise _Failed("no time left for the returns report", healthy=True)
+        params = {"merchant": merchant.merch_nbr, "fromDate": from_date.isoformat()}
+        try:
+            async with (
+                asyncio.timeout(left),
+                self._session.get(self._url, params=params, headers=_HEADERS, allow_redirects=False) as resp,
+            ):
+                if resp.status != 200:
+                    _log.warning("ach_returns_http_error", status=resp.status)
+                    raise _Failed(f"returns report answered HTTP {resp.status}", healthy=resp.status < 500)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(16384):
+                    body.extend(chunk)
+                    if len(body) > self._max_body:
+                        raise _Failed("returns report too large", healthy=False)
+        except _Failed:
+            raise
+        except TimeoutError:
+            _log.warning("ach_returns_timeout")
+            raise _Failed("returns report timed out", healthy=False) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            _log.warning("ach_returns_connection_error", error=type(exc).__name__)
+            raise _Failed(f"returns report unreachable ({type(exc).__name__})", healthy=False) from None
+        return bytes(body)
+
+
+class _Failed(ReturnsUnavailable):
+    def __init__(self, message: str, *, healthy: bool) -> None:
+        super().__init__(message)
+        self.healthy = healthy
