@@ -43,6 +43,8 @@ from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
 from paycore.platform.ratelimit import RateLimits
 from paycore.platform.shutdown import Lifecycle, install_drain_handlers, install_granian_drain_hook, run_phase
+from paycore.subscriptions.api import SubscriptionController
+from paycore.subscriptions.service import SubscriptionService
 from paycore.webhooks.api import EventController, WebhookEndpointController
 from paycore.webhooks.service import WebhookService
 
@@ -149,6 +151,13 @@ def provide_payments(request: Request[Any, Any, Any]) -> PaymentService:
 
 def provide_payment_methods(request: Request[Any, Any, Any]) -> PaymentMethodService:
     return _container(request).payment_methods
+
+
+def provide_subscriptions(request: Request[Any, Any, Any]) -> SubscriptionService:
+    service = _container(request).subscriptions
+    if service is None:
+        raise PaycoreError(errors.NOT_READY)
+    return service
 
 
 # --- health and metrics --------------------------------------------------------------------------
@@ -263,6 +272,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PaymentMethodController,
             WebhookEndpointController,
             EventController,
+            SubscriptionController,
             DisputeController,
             *checkout_routes(settings.env),
         ],
@@ -271,6 +281,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "payments": Provide(provide_payments, sync_to_thread=False),
             "payment_methods": Provide(provide_payment_methods, sync_to_thread=False),
             "webhooks": Provide(provide_webhooks, sync_to_thread=False),
+            "subscriptions": Provide(provide_subscriptions, sync_to_thread=False),
             "disputes": Provide(provide_disputes, sync_to_thread=False),
         },
         exception_handlers={

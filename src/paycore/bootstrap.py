@@ -50,6 +50,8 @@ from paycore.platform.resilience.breaker import (
 )
 from paycore.platform.shutdown import Lifecycle
 from paycore.platform.tasks import TaskSupervisor
+from paycore.subscriptions.repository import SubscriptionRepository
+from paycore.subscriptions.service import BillingConfig, SubscriptionService
 from paycore.webhooks.delivery import create_webhook_session
 from paycore.webhooks.repository import WebhookRepository
 from paycore.webhooks.service import WebhookConfig, WebhookService, reseal_secrets
@@ -74,6 +76,7 @@ class Container:
     payment_methods: PaymentMethodService
     disputes: DisputeService | None
     checkout: CheckoutService | None = None
+    subscriptions: SubscriptionService | None = None
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -295,6 +298,37 @@ def build_payment_method_service(
     )
 
 
+def build_subscription_service(
+    settings: Settings,
+    db: Database,
+    *,
+    payments: PaymentService,
+    merchants: MerchantDirectory,
+    clock: Clock,
+) -> SubscriptionService:
+    """Subscriptions and their billing run: charges go through the payments service (and its
+    saved payment methods); `clock` drives billing time."""
+    return SubscriptionService(
+        db=db,
+        repository=SubscriptionRepository(db),
+        idempotency=Idempotency(db, IdempotencyRepository(db)),
+        payments=payments,
+        payment_methods=payments.payment_methods,
+        merchant_lookup=merchants.get,
+        clock=clock,
+        cursors=CursorCodec(settings.cursor_secret),
+        config=BillingConfig(
+            schedule=settings.billing_retry_schedule,
+            concurrency=settings.billing_concurrency,
+            batch_size=settings.billing_batch_size,
+            lease=settings.billing_lease,
+            critical_timeout=settings.service_critical_timeout,
+            noncritical_timeout=settings.service_noncritical_timeout,
+            labelled_merchants=frozenset(settings.metrics_merchant_labels),
+        ),
+    )
+
+
 async def build_container(
     settings: Settings,
     *,
@@ -376,6 +410,9 @@ async def build_container(
             metrics=payments.metrics,
         )
         webhooks = build_webhook_service(settings, db, webhook_session, clock)
+        subscriptions = build_subscription_service(
+            settings, db, payments=payments, merchants=merchants, clock=clock
+        )
         disputes = (
             DisputeService(
                 db=db,
@@ -417,5 +454,6 @@ async def build_container(
         payment_methods=payment_methods,
         disputes=disputes,
         checkout=checkout,
+        subscriptions=subscriptions,
         sessions=sessions,
     )

@@ -431,6 +431,25 @@ class Settings:
     billing_concurrency: int = _env(
         "PAYCORE_BILLING_CONCURRENCY", "10", _pos_int, "concurrent charges per billing run"
     )
+    billing_interval: float = _env(
+        "PAYCORE_BILLING_INTERVAL", "1m", _pos_duration, "period of the `subscriptions.bill_due` job"
+    )
+    billing_retry_schedule: tuple[float, ...] = _env(
+        "PAYCORE_BILLING_RETRY_SCHEDULE",
+        "1d,3d,5d",
+        parse_duration_list,
+        "dunning: retries of a soft-declined period, as offsets from its first decline; then past_due",
+    )
+    billing_batch_size: int = _env(
+        "PAYCORE_BILLING_BATCH_SIZE", "100", _pos_int, "subscriptions claimed per billing transaction"
+    )
+    billing_lease: float = _env(
+        "PAYCORE_BILLING_LEASE",
+        "5m",
+        _pos_duration,
+        "a claimed subscription is held this long; also the wait before retrying a charge the gateway "
+        "never processed and before re-asking an unknown one",
+    )
     ach_verification_days: int = _env(
         "PAYCORE_ACH_VERIFICATION_DAYS", "3", _pos_int, "banking days before a pre-noted account is verified"
     )
@@ -646,6 +665,11 @@ def validate(s: Settings) -> None:
             raise ConfigError("PAYCORE_API_KEY_SECRET: the development secret is not allowed in production")
     if s.dispute_lookback_days > s.dispute_max_lookback_days:
         raise ConfigError("PAYCORE_DISPUTE_LOOKBACK_DAYS: must not exceed PAYCORE_DISPUTE_MAX_LOOKBACK_DAYS")
+    sched = s.billing_retry_schedule
+    if not sched or min(sched) <= 0 or list(sched) != sorted(set(sched)):
+        raise ConfigError(
+            "PAYCORE_BILLING_RETRY_SCHEDULE: positive offsets, strictly increasing (e.g. 1d,3d,5d)"
+        )
     if not s.webhook_retry_schedule:
         raise ConfigError("PAYCORE_WEBHOOK_RETRY_SCHEDULE: at least one delay is required")
     if s.retry_multiplier < 1.0:

@@ -13,6 +13,7 @@ the gateway's report. It is never re-sent under a new TRAN_NBR.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -115,6 +116,35 @@ class SavedPaymentMethods(Protocol):
     ) -> PaymentMethod: ...
 
     def mark_used(self, method_id: uuid.UUID) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionCharge:
+    """One attempt to collect one period of a subscription (`subscriptions.service`): a
+    merchant-initiated recurring charge of a saved payment method. The caller chooses
+    `transaction_id` and `idempotency_key` before the attempt and never changes them for it."""
+
+    subscription_id: uuid.UUID
+    transaction_id: uuid.UUID
+    idempotency_key: str
+    payment_method_id: uuid.UUID
+    customer_id: str | None
+    amount: int
+    currency: str
+    original_amount: int | None = None  # ORIG_AUTH_AMOUNT: the subscription's first approved charge
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChargeResult:
+    """`status`: approved, declined, failed (provably not processed) or pending (in flight, or
+    `unknown` until reconciliation resolves it: never charged again meanwhile)."""
+
+    transaction_id: uuid.UUID
+    status: str
+    decline_category: str | None = None
+    gateway_code: str | None = None
+    failure_code: str | None = None
 
 
 class PaymentService:
@@ -293,6 +323,132 @@ class PaymentService:
         if saved.payment_type == "ach" and not cmd.capture:
             raise PaycoreError(ACH_AUTH_NOT_SUPPORTED, param="capture")
         return saved
+
+    # ------------------------------------------------------------------ subscriptions
+    async def charge_subscription(
+        self, merchant: Merchant, charge: SubscriptionCharge
+    ) -> SubscriptionChargeResult:
+        """A subscription's charge: the sale flow on its saved payment method, as a recurring
+        merchant-initiated transaction (card: `ACI_EXT=RB`, the NTID as `ORIG_AUTH_TRAN_IDENT` when
+        known, `ORIG_AUTH_AMOUNT`; bank account: the ACH debit), recorded with source
+        `subscription` and the subscription's id, under the attempt's internal Idempotency-Key.
+
+        Idempotent per attempt: when `transaction_id` exists or the key is taken, nothing is sent
+        and the first call's state is answered (`pending` while it is in flight or unknown). A
+        payment method that cannot be charged raises its problem (4xx) before anything is stored.
+        """
+        attributes: dict[str, Any] = {
+            "paycore.merchant_id": str(merchant.id),
+            "paycore.subscription_id": str(charge.subscription_id),
+            "paycore.amount": charge.amount,
+        }
+        with tracing.span("payment.subscription_charge", attributes):
+            return await self._charge_subscription(merchant, charge)
+
+    async def _charge_subscription(
+        self, merchant: Merchant, charge: SubscriptionCharge
+    ) -> SubscriptionChargeResult:
+        started = time.perf_counter()
+        txn_id = charge.transaction_id
+        if charge.currency not in GATEWAY_CURRENCIES:
+            raise PaycoreError(errors.CURRENCY_NOT_SUPPORTED, param="currency")
+        async with dl.budget(self.timeouts.critical):
+            if await self.repo.get_transaction(txn_id) is not None:
+                return await self._subscription_charge_state(txn_id)
+            if self.payment_methods is None:
+                raise PaycoreError(errors.VALIDATION_FAILED, "saved payment methods are not available")
+            saved = await self.payment_methods.resolve_for_payment(
+                merchant, charge.payment_method_id, customer_id=charge.customer_id
+            )
+            idem = IdempotencyRequest(
+                key=charge.idempotency_key,
+                fingerprint=hashlib.sha256(
+                    f"{charge.idempotency_key}|{txn_id}|{charge.amount}|{charge.currency}".encode()
+                ).digest(),
+                method="POST",
+                path=f"/v1/subscriptions/{charge.subscription_id}/charges",
+            )
+            now = self.clock.now()
+            zone = self._zone(merchant)
+            for k in range(MAX_TRAN_NBR_TRIES):
+                tran_nbr = wire.tran_nbr_for(txn_id, k)
+                try:
+                    request = _subscription_request(saved, charge, merchant.epx, tran_nbr, now, zone)
+                except wire.RequestInvalid as exc:
+                    raise PaycoreError(
+                        errors.VALIDATION_FAILED, str(exc), param="payment_method_id"
+                    ) from None
+                new = NewTransaction(
+                    id=txn_id,
+                    merchant_id=merchant.id,
+                    group_id=txn_id,
+                    parent_id=None,
+                    depth=0,
+                    type=TxType.SALE.value,
+                    payment_type=saved.payment_type,
+                    source="subscription",
+                    amount=charge.amount,
+                    currency=charge.currency,
+                    tran_nbr=tran_nbr,
+                    tran_type=request.tran_type,
+                    batch_id=wire.batch_id(now, zone),
+                    orig_auth_guid=saved.bric,
+                    gateway_request=request.storable_body(),
+                    customer_id=charge.customer_id or saved.customer_id,
+                    payment_method_id=saved.id,
+                    subscription_id=charge.subscription_id,
+                    description=charge.description,
+                )
+                try:
+                    created_at = await self.repo.begin(merchant.id, idem, new)
+                except asyncpg.UniqueViolationError as exc:
+                    if exc.constraint_name == "uq_transactions_merchant_tran_nbr":
+                        continue
+                    if exc.constraint_name == "transactions_pkey":  # made by a concurrent run
+                        return await self._subscription_charge_state(txn_id)
+                    raise
+                if created_at is None:  # the attempt's key is taken: it was made before
+                    return await self._subscription_charge_state(txn_id)
+                break
+            else:
+                raise PaycoreError(errors.INTERNAL_ERROR, "could not allocate a TRAN_NBR")
+            m.IDEMPOTENCY_OUTCOMES.labels("new").inc()
+            result = await self._call_gateway(request, txn_id)
+            if result.outcome == "approved" and self.payment_methods is not None:
+                self.payment_methods.mark_used(saved.id)
+            await self._finish(
+                merchant,
+                merchant.environment == "production",
+                new,
+                created_at,
+                result,
+                started,
+                root=None,
+                children=[],
+            )
+        response = result.response
+        return SubscriptionChargeResult(
+            transaction_id=txn_id,
+            status="pending" if result.outcome == "unknown" else result.outcome,
+            decline_category=response.category.value if response and result.outcome == "declined" else None,
+            gateway_code=response.auth_resp if response else None,
+            failure_code=result.error_code if result.outcome in ("failed", "unknown") else None,
+        )
+
+    async def _subscription_charge_state(self, txn_id: uuid.UUID) -> SubscriptionChargeResult:
+        """The state of an attempt made before (its transaction row; none yet: still in flight)."""
+        found = await self.repo.get_transaction(txn_id)
+        if found is None:
+            return SubscriptionChargeResult(transaction_id=txn_id, status="pending")
+        row = found[0]
+        status = row.status if row.status in ("approved", "declined", "failed") else "pending"
+        return SubscriptionChargeResult(
+            transaction_id=txn_id,
+            status=status,
+            decline_category=row.decline_category,
+            gateway_code=row.auth_resp,
+            failure_code=row.failure_code,
+        )
 
     # ------------------------------------------------------------------ follow-ons
     async def capture(
@@ -819,6 +975,42 @@ def _root_request(
     build = wire.for_sale if cmd.capture else wire.for_auth
     return build(
         merchant=merchant, tran_nbr=tran_nbr, amount_cents=cmd.amount, at=at, tz=tz, storage_bric=bric
+    )
+
+
+def _subscription_request(
+    saved: PaymentMethod,
+    charge: SubscriptionCharge,
+    merchant: MerchantKey,
+    tran_nbr: int,
+    at: datetime,
+    tz: ZoneInfo,
+) -> GatewayRequest:
+    """A subscription's charge: a bank account's `CKC2`/`CKS2` debit, or a card's `CCE1` as a
+    recurring MIT (epx-protocol.md §4.3-4.4): `ACI_EXT=RB`, the card's NTID when it fits, and the
+    first charge's amount as `ORIG_AUTH_AMOUNT` when there was one."""
+    if saved.payment_type == "ach":
+        return wire.for_ach_debit(
+            merchant=merchant,
+            tran_nbr=tran_nbr,
+            amount_cents=charge.amount,
+            storage_bric=saved.bric,
+            account_type="savings" if saved.account_type == "savings" else "checking",
+            at=at,
+            tz=tz,
+            sec_code=_sec_code(saved.sec_code),
+        )
+    ntid = saved.ntid if saved.ntid and len(saved.ntid) <= 15 and saved.ntid.isalnum() else None
+    return wire.for_sale(
+        merchant=merchant,
+        tran_nbr=tran_nbr,
+        amount_cents=charge.amount,
+        at=at,
+        tz=tz,
+        storage_bric=saved.bric,
+        mit="RB",
+        orig_auth_tran_ident=ntid,
+        orig_auth_amount_cents=charge.original_amount,
     )
 
 

@@ -11,13 +11,14 @@ the dunning schedule; not billed until resumed or canceled), `canceled` (final).
   are applied when that period's first charge is made (`open_period`). A new interval re-anchors
   the schedule at that period's start. Exception: while a period is unpaid (dunning or past_due)
   a new payment method applies at once to the next attempt — retrying a failing card makes no sense.
-* **Dunning** (`after_charge`): a soft decline (or a gateway `error` code, §3.4) is retried at
-  offsets of `schedule` (default 1, 3 and 5 days) from the period's first decline; when they are
-  used up the subscription is `past_due`. A hard decline (or an unrecognised code, or a payment
-  method that can no longer be charged) is `past_due` at once: EPX §3.4 says never retry it with the
-  same card data. A charge the gateway provably never processed (`failed`: circuit open, connection
-  refused) is no decline: it is retried after `retry_delay` and counts for nothing. A charge whose
-  outcome is not known yet (`pending`: in flight, or awaiting reconciliation) is left alone.
+* **Dunning** (`after_charge`): a decline EPX says to retry later (§3.4: soft declines and the
+  `96` system error, `retryable_decline`) is retried at offsets of `schedule` (default 1, 3 and 5
+  days) from the period's first decline; when they are used up the subscription is `past_due`. A
+  hard decline (or a request error, an unrecognised code, a payment method that can no longer be
+  charged) is `past_due` at once: EPX §3.4 says never retry it with the same card data. A charge
+  the gateway provably never processed (`failed`: circuit open, connection refused) is no decline:
+  it is retried after `retry_delay` and counts for nothing. A charge whose outcome is not known yet
+  (`pending`: in flight, or awaiting reconciliation) is left alone.
 * **Pause / resume**: periods that start and end entirely within a pause are not billed. Resuming
   bills the period in progress at once (unless it is already paid), with a fresh dunning count;
   `past_due` resumes the same way.
@@ -36,6 +37,7 @@ from typing import Final
 
 import msgspec
 
+from paycore.gateway.epx import codes
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.subscriptions import calendar
@@ -62,8 +64,6 @@ EVENT_CANCELED: Final = "subscription.canceled"
 START_GRACE: Final = timedelta(hours=24)
 START_MAX_AHEAD: Final = timedelta(days=366)
 DEFAULT_SCHEDULE: Final = (86400.0, 3 * 86400.0, 5 * 86400.0)
-# decline categories (gateway/port.Category) retried on the dunning schedule
-RETRYABLE_CATEGORIES: Final = frozenset({"soft_decline", "error"})
 
 
 class Subscription(msgspec.Struct, frozen=True, kw_only=True):
@@ -376,7 +376,7 @@ def after_charge(
     *,
     period_index: int,
     outcome: Outcome,
-    decline_category: str | None,
+    retryable: bool,
     amount: int,
     now: datetime,
     schedule: tuple[float, ...] = DEFAULT_SCHEDULE,
@@ -415,8 +415,7 @@ def after_charge(
         return ChargeDecision(paid, (EVENT_RENEWED,), charge_status=status)
     attempts = sub.dunning_attempts + 1
     started = sub.dunning_started_at or now
-    retryable = outcome is Outcome.DECLINED and decline_category in RETRYABLE_CATEGORIES
-    if retryable and attempts <= len(schedule):
+    if outcome is Outcome.DECLINED and retryable and attempts <= len(schedule):
         retry_at = max(started + timedelta(seconds=schedule[attempts - 1]), now)
         retrying = _replace(
             sub,
@@ -439,6 +438,15 @@ def after_charge(
     if gave_up.status == "past_due" and sub.status != "past_due":
         events = (EVENT_PAYMENT_FAILED, EVENT_PAST_DUE)
     return ChargeDecision(gave_up, events, charge_status=status)
+
+
+def retryable_decline(gateway_code: str | None, decline_category: str | None) -> bool:
+    """Whether a declined charge may be retried on the dunning schedule: the codes EPX §3.4 says
+    to retry later (`05`, `51`, `61`, `65`, `91`, `96`); never a hard decline, a request error
+    (`12`) or a code paycore does not know."""
+    if gateway_code is not None:
+        return codes.lookup(gateway_code).retry_later
+    return decline_category == "soft_decline"
 
 
 def check_schedule(schedule: tuple[float, ...]) -> tuple[float, ...]:

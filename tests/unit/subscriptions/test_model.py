@@ -23,9 +23,7 @@ SCHEDULE = (1 * 86400.0, 3 * 86400.0, 5 * 86400.0)
 MONTHLY = Interval("month")
 
 
-def make(
-    start: datetime = T0, interval: Interval = MONTHLY, amount: int = 1000, **kw
-) -> Subscription:
+def make(start: datetime = T0, interval: Interval = MONTHLY, amount: int = 1000, **kw) -> Subscription:
     sub = model.new_subscription(
         id=uuid.uuid4(),
         merchant_id=uuid.uuid4(),
@@ -40,12 +38,14 @@ def make(
     return model._replace(sub, sub.updated_at, **kw) if kw else sub
 
 
-def charge(sub: Subscription, outcome: Outcome, now: datetime, category: str | None = None, amount=None):
+def charge(
+    sub: Subscription, outcome: Outcome, now: datetime, category: str | None = None, amount=None, code=None
+):
     return model.after_charge(
         sub,
         period_index=sub.period_index,
         outcome=outcome,
-        decline_category=category,
+        retryable=model.retryable_decline(code, category),
         amount=amount or sub.amount,
         now=now,
         schedule=SCHEDULE,
@@ -107,7 +107,7 @@ def test_soft_declines_follow_the_schedule_then_past_due():
     assert d1.subscription.dunning_attempts == 1 and d1.subscription.status == "active"
     d2 = charge(d1.subscription, Outcome.DECLINED, first_failure + 1 * DAY, "soft_decline")
     assert d2.subscription.next_billing_at == first_failure + 3 * DAY
-    d3 = charge(d2.subscription, Outcome.DECLINED, first_failure + 3 * DAY, "error")
+    d3 = charge(d2.subscription, Outcome.DECLINED, first_failure + 3 * DAY, "error", code="96")
     assert d3.subscription.next_billing_at == first_failure + 5 * DAY
     d4 = charge(d3.subscription, Outcome.DECLINED, first_failure + 5 * DAY, "soft_decline")
     assert d4.events == (model.EVENT_PAYMENT_FAILED, model.EVENT_PAST_DUE)
@@ -125,11 +125,18 @@ def test_a_retry_that_succeeds_resets_dunning_and_keeps_the_calendar():
 
 
 @pytest.mark.parametrize(
-    ("outcome", "category"),
-    [(Outcome.DECLINED, "hard_decline"), (Outcome.DECLINED, "unknown"), (Outcome.UNUSABLE, None)],
+    ("outcome", "category", "code"),
+    [
+        (Outcome.DECLINED, "hard_decline", "14"),
+        (Outcome.DECLINED, "hard_decline", "54"),
+        (Outcome.DECLINED, "error", "12"),  # invalid transaction: inspect the request, no retry
+        (Outcome.DECLINED, "unknown", "77"),
+        (Outcome.DECLINED, "hard_decline", None),
+        (Outcome.UNUSABLE, None, None),
+    ],
 )
-def test_hard_declines_and_unusable_methods_go_past_due_at_once(outcome, category):
-    decision = charge(make(), outcome, T0, category)
+def test_hard_declines_and_unusable_methods_go_past_due_at_once(outcome, category, code):
+    decision = charge(make(), outcome, T0, category, code=code)
     assert decision.subscription.status == "past_due"
     assert decision.events == (model.EVENT_PAYMENT_FAILED, model.EVENT_PAST_DUE)
     assert decision.charge_status == ("declined" if outcome is Outcome.DECLINED else "failed")
@@ -153,7 +160,7 @@ def test_outcomes_of_a_canceled_subscription_or_a_settled_period_change_nothing(
     assert decision.subscription is canceled and decision.events == ()
     moved = paid(sub)
     stale = model.after_charge(
-        moved, period_index=0, outcome=Outcome.APPROVED, decline_category=None, amount=1, now=T0
+        moved, period_index=0, outcome=Outcome.APPROVED, retryable=False, amount=1, now=T0
     )
     assert stale.subscription is moved and stale.charge_status == "approved"
 
@@ -329,6 +336,18 @@ def test_cancel_is_idempotent_and_drops_pending_changes():
         model.resume(canceled, T0)
     with pytest.raises(PaycoreError):
         model.pause(canceled, T0)
+
+
+@pytest.mark.parametrize(
+    ("code", "category", "retry"),
+    [("05", "soft_decline", True), ("51", "soft_decline", True), ("61", "soft_decline", True),
+     ("65", "soft_decline", True), ("91", "soft_decline", True), ("96", "error", True),
+     ("14", "hard_decline", False), ("41", "hard_decline", False), ("43", "hard_decline", False),
+     ("57", "hard_decline", False), ("82", "hard_decline", False), ("12", "error", False),
+     ("99", "unknown", False), (None, "soft_decline", True), (None, "error", False)],
+)  # fmt: skip
+def test_which_declines_are_retried(code, category, retry):
+    assert model.retryable_decline(code, category) is retry
 
 
 # --- claims, keys, schedule -----------------------------------------------------------------------
