@@ -408,6 +408,7 @@ async def build_container(
             clock=clock,
             tasks=tasks,
             metrics=payments.metrics,
+            card_saver=payment_methods,
         )
         webhooks = build_webhook_service(settings, db, webhook_session, clock)
         subscriptions = build_subscription_service(
