@@ -1,10 +1,16 @@
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
+from typing import Any
 
-from paycore.bootstrap import Container, build_container
+import pytest
+from litestar.testing import AsyncTestClient
+
+from paycore.app import create_app
+from paycore.bootstrap import Container, build_container, build_merchant_directory
 from paycore.gateway.port import MerchantKey
 from paycore.merchants.model import Principal
+from paycore.platform.db.pool import create_database
 from tests.integration.payment_methods.helpers import Recorder
 from tests.support.stack import stack_settings
 from tests.support.tokens import SANDBOX_KEY, mint_token
@@ -54,3 +60,40 @@ def recorder(container: Container) -> Recorder:
     container.payment_methods.gateway = spy
     container.payments.gateway = spy
     return spy
+
+
+class InProcessApi:
+    """The full ASGI app (middleware, lifespan, container) in this process, one sandbox merchant."""
+
+    def __init__(self, client: Any, api_key: str, merchant_id: str, app: Any) -> None:
+        self.client = client
+        self.api_key = api_key
+        self.merchant_id = merchant_id
+        self.app = app
+
+    def headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    @property
+    def container(self) -> Container:
+        return self.app.state.container  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def api(clean_db: str, epx_sim: Any) -> AsyncIterator[InProcessApi]:
+    settings = stack_settings(clean_db, epx_sim)
+    db = await create_database(settings, clean_db, min_size=1, max_size=2)
+    try:
+        directory = build_merchant_directory(settings, db)
+        merchant = await directory.create_merchant(
+            slug="acme", name="Acme", environment="sandbox", epx=SANDBOX_KEY, mac_secret="test-mac"
+        )
+        key = await directory.create_api_key(merchant.id)
+    finally:
+        await db.pool.close()
+    app = create_app(settings)
+    async with AsyncTestClient(app=app) as client:
+        yield InProcessApi(client, key.secret, str(merchant.id), app)
