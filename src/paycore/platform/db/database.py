@@ -86,6 +86,22 @@ class DatabaseUnavailable(errors.PaycoreError):
         super().__init__(errors.DATABASE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
 
 
+class StaleConnection(DatabaseUnavailable):
+    """A pooled connection was left mid-protocol by a cancelled statement (asyncpg#1069, seen when
+    pool saturation makes statements time out). It is terminated, never handed out again.
+    `unsent` is True when asyncpg refused the new statement before sending anything."""
+
+    def __init__(self, unsent: bool) -> None:
+        super().__init__("A database connection failed; retry")
+        self.unsent = unsent
+
+
+def _stale(con: asyncpg.Connection, exc: asyncpg.InternalClientError) -> StaleConnection:
+    con.terminate()
+    log.warning("db_connection_stale", detail=str(exc)[:120])
+    return StaleConnection(unsent=str(exc).startswith("cannot switch to state"))
+
+
 # Query counter per request (DB-11): set by the HTTP middleware, read at the end of the request.
 query_counter: ContextVar[list[int] | None] = ContextVar("paycore_query_counter", default=None)
 
@@ -186,21 +202,29 @@ class Database:
             await self.pool.release(con)
 
     # -- single statements (each on its own pooled connection) --------------------------------
+    async def _single(self, q: Query, method: str, args: tuple[Any, ...]) -> Any:
+        # Each stale connection met is terminated, so this ends within the pool's size.
+        for attempt in range(self.pool.get_max_size() + 1):
+            async with self.acquire() as con:
+                try:
+                    return await self._run(con, q, method, args, None)
+                except StaleConnection as exc:
+                    # Nothing was sent: safe to run the statement on another connection.
+                    if not exc.unsent or attempt == self.pool.get_max_size():
+                        raise
+        raise AssertionError("unreachable")
+
     async def fetch(self, q: Query, *args: Any) -> list[Record]:
-        async with self.acquire() as con:
-            return await self._run(con, q, "fetch", args, None)  # type: ignore[no-any-return]
+        return await self._single(q, "fetch", args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, q: Query, *args: Any) -> Record | None:
-        async with self.acquire() as con:
-            return await self._run(con, q, "fetchrow", args, None)
+        return await self._single(q, "fetchrow", args)
 
     async def fetchval(self, q: Query, *args: Any) -> Any:
-        async with self.acquire() as con:
-            return await self._run(con, q, "fetchval", args, None)
+        return await self._single(q, "fetchval", args)
 
     async def execute(self, q: Query, *args: Any) -> str:
-        async with self.acquire() as con:
-            return await self._run(con, q, "execute", args, None)  # type: ignore[no-any-return]
+        return await self._single(q, "execute", args)  # type: ignore[no-any-return]
 
     # -- transactions -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -216,6 +240,8 @@ class Database:
                 raise QueryTimeout("transaction.begin", Tier.SIMPLE) from None
             except _CONNECTION_ERRORS as exc:
                 raise DatabaseUnavailable() from exc
+            except asyncpg.InternalClientError as exc:
+                raise _stale(con, exc) from exc
             try:
                 yield Connection(self, con, tx_deadline)
             except BaseException as exc:
@@ -283,6 +309,10 @@ class Database:
             status = "error"
             m.DB_QUERY_ERRORS.labels(q.name, "connection").inc()
             raise DatabaseUnavailable() from exc
+        except asyncpg.InternalClientError as exc:
+            status = "error"
+            m.DB_QUERY_ERRORS.labels(q.name, "connection").inc()
+            raise _stale(con, exc) from exc
         except Exception as exc:
             status = "error"
             m.DB_QUERY_ERRORS.labels(q.name, _error_type(exc)).inc()
