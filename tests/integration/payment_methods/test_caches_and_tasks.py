@@ -10,11 +10,13 @@ import random
 import uuid
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from paycore.bootstrap import job_definitions
 from paycore.kernel.errors import PaycoreError
 from paycore.payment_methods import jobs
+from paycore.payment_methods import service as service_module
 from paycore.payment_methods.service import ListQuery
 from paycore.platform.jobs import JobContext
 from tests.integration.payment_methods.helpers import (
@@ -151,6 +153,8 @@ async def test_last_used_update_never_fails_the_payment(container, principal, ep
 
     monkeypatch.setattr(container.payment_methods.repo, "touch", broken)
     with capture_logs() as logs:
+        # a fresh logger: one cached under an earlier logging configuration would bypass the capture
+        monkeypatch.setattr(service_module, "log", structlog.get_logger("paycore.payment_methods"))
         resp = await pay(container, principal, pm_id)
         await container.tasks.drain(5.0)
     assert resp.status == 201
