@@ -44,6 +44,7 @@ from paycore.platform.db import migrate
 from paycore.platform.db.pool import PING
 from paycore.platform.jobs import JobContext, JobDefinition
 from paycore.platform.observability import metrics as m
+from paycore.platform.observability import tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs
 from paycore.platform.queue import ClaimedJob, ClaimedSchedule, PgJobQueue
 from paycore.platform.resilience import deadline as dl
@@ -82,6 +83,9 @@ async def _purge_jobs(ctx: JobContext, _: dict[str, Any]) -> None:
             break
     if total:
         log.info("jobs_purged", count=total)
+
+
+_JOB_SPAN_ATTRS: dict[str, str] = {"paycore.component": "worker"}
 
 
 def builtin_jobs(settings: Settings) -> list[JobDefinition]:
@@ -249,7 +253,9 @@ class Worker:
         status, error = "success", None
         try:
             async with dl.budget(definition.timeout or self.job_timeout):
-                await definition.handler(ctx, job.payload if job else {})
+                # the job continues the trace of the request that enqueued it (a new root if none)
+                with tracing.job_span(f"job.{held.name}", ctx.traceparent, _JOB_SPAN_ATTRS, link=False):
+                    await definition.handler(ctx, job.payload if job else {})
         except asyncio.CancelledError:
             status = "released"
             raise

@@ -41,6 +41,7 @@ from paycore.platform.crypto import Keyring, Sealed
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
 from paycore.platform.observability import metrics as m
+from paycore.platform.observability import tracing
 from paycore.webhooks import model, schemas
 from paycore.webhooks.delivery import AttemptResult, Bulkhead, post
 from paycore.webhooks.repository import DeliveryRow, EndpointRow, EventRow, WebhookRepository
@@ -439,6 +440,26 @@ class WebhookService:
         return keys
 
     async def _deliver_one(
+        self,
+        event: EventRow,
+        body: bytes,
+        delivery: DeliveryRow,
+        endpoints: dict[uuid.UUID, tuple[EndpointRow, bool]],
+        token: uuid.UUID,
+        fan_out: asyncio.Semaphore,
+    ) -> None:
+        """One attempt in a `webhook.deliver` span: a new trace root linked to the span that wrote
+        the event (MON-4)."""
+        attributes = {
+            "paycore.webhook.event_id": str(event.id),
+            "paycore.webhook.event_type": event.event_type,
+            "paycore.webhook.delivery_id": str(delivery.id),
+            "paycore.webhook.endpoint_id": str(delivery.endpoint_id),
+        }
+        with tracing.job_span("webhook.deliver", event.traceparent, attributes):
+            await self._attempt_delivery(event, body, delivery, endpoints, token, fan_out)
+
+    async def _attempt_delivery(
         self,
         event: EventRow,
         body: bytes,
