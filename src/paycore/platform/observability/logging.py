@@ -62,7 +62,24 @@ SENSITIVE_KEYS = frozenset(
 )
 # Keys whose lower-cased name contains one of these are always masked (`webhook_secret`,
 # `x-api-key`, `db_password`, `proxy-authorization`, ...).
-SENSITIVE_KEY_PARTS: Final = ("secret", "password", "passwd", "authorization", "api_key", "api-key", "cookie")
+SENSITIVE_KEY_PARTS: Final = (
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "api_key",
+    "api-key",
+    "cookie",
+    "bric",
+    "auth_guid",
+    "card_number",
+    "card_nbr",
+    "account_number",
+    "account_nbr",
+    "routing_number",
+    "routing_nbr",
+    "cvv",
+)
 _DIGIT_RUN = re.compile(r"(?<!\d)(\d[ -]?){12,18}\d(?!\d)")
 # Credentials inside free text: `Bearer <token>`, `Basic <b64>`, merchant API keys.
 _CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}|\bsk_(?:live|test)_[A-Za-z0-9]{8,}")
@@ -314,8 +331,15 @@ def configure_logging(
 
 
 def flush_logs() -> None:
-    """Drain the queue (shutdown phase 6)."""
+    """Drain the queue (shutdown phase 6). Lines logged afterwards are written directly (the
+    process is stopping: nothing may wait on a queue nobody reads)."""
     global _listener
     if _listener is not None:
-        _listener.stop()
-        _listener = None
+        listener, _listener = _listener, None
+        listener.stop()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, _BoundedQueueHandler):
+                root.removeHandler(handler)
+        for out in listener.handlers:
+            root.addHandler(out)
