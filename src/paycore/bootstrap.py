@@ -92,6 +92,7 @@ class Container:
             initial_delay=s.db_max_conn_lifetime,
         )
         self.tasks.periodic("task_leak_monitor", s.task_leak_interval, self._leak_tick)
+        self.payment_methods.start_listener()  # cross-process cache invalidation (LISTEN)
 
     async def _pool_tick(self) -> None:
         self.pool_monitor.tick()
@@ -255,8 +256,10 @@ def build_payment_method_service(
     merchants: MerchantDirectory,
     clock: Clock,
     tasks: TaskSupervisor,
+    dsn: str | None = None,
 ) -> PaymentMethodService:
-    """Saved cards and bank accounts: the gateway client, the ACH returns report, two caches."""
+    """Saved cards and bank accounts: the gateway client, the ACH returns report, two caches
+    (invalidated across processes through `dsn`'s LISTEN/NOTIFY)."""
     returns = (
         EpxAchReturnsClient.from_settings(reporting_session, settings, breaker=breakers[REPORTING_API])
         if settings.epx_reporting_url
@@ -295,6 +298,7 @@ def build_payment_method_service(
             batch_timezone=settings.batch_timezone,
             labelled_merchants=frozenset(settings.metrics_merchant_labels),
         ),
+        listen_dsn=dsn,
     )
 
 
@@ -380,6 +384,7 @@ async def build_container(
             merchants=merchants,
             clock=clock,
             tasks=tasks,
+            dsn=dsn,
         )
         payments = PaymentService(
             db=db,

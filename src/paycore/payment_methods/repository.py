@@ -234,6 +234,8 @@ PURGE_DELETED = Query(
                       ORDER BY deleted_at LIMIT $2)""",
 )
 
+NOTIFY = Query("payment_methods.notify", Tier.SIMPLE, "SELECT pg_notify($1, $2)")
+
 # --- the $0 gateway transactions (rows of `transactions`) ---------------------------------------------
 INSERT_ZERO_DOLLAR = Query(
     "payment_methods.insert_zero_dollar_transaction",
@@ -436,6 +438,9 @@ class PaymentMethodRepository:
     async def verify_batch(self, ids: list[uuid.UUID], traceparent: str | None) -> list[PaymentMethod]:
         rows = await self.db.fetch(VERIFY_BATCH, ids, traceparent)
         return [to_method(r) for r in rows]
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.db.fetchval(NOTIFY, channel, payload)
 
     async def purge_deleted(self, older_than_days: int, limit: int) -> int:
         status = await self.db.execute(PURGE_DELETED, older_than_days, limit)

@@ -65,6 +65,8 @@ MAX_TRAN_NBR_TRIES: Final = 5
 TOUCH_TIMEOUT: Final = 5.0
 _UNAVAILABLE: Final = frozenset({"circuit_open", "gateway_unreachable", "connect_error", "not_processed"})
 _MAX_SWEEP_BATCHES: Final = 1000
+CACHE_CHANNEL: Final = "paycore_cache_invalidate"
+_KEYS_PER_NOTIFY: Final = 40  # NOTIFY payloads are limited to 8000 bytes
 
 MethodCache = AsyncTTLCache[uuid.UUID, PaymentMethod | None]
 ListCache = AsyncTTLCache[tuple[uuid.UUID, str], tuple[PaymentMethod, ...]]
@@ -121,6 +123,7 @@ class PaymentMethodService:
         lists_cache: ListCache,
         fingerprint_secret: str,
         policy: Policy = Policy(),
+        listen_dsn: str | None = None,
     ) -> None:
         self.db = db
         self.repo = repository
@@ -138,6 +141,8 @@ class PaymentMethodService:
         ).digest()
         self.policy = policy
         self._zones: dict[str, ZoneInfo] = {}
+        self.listening = asyncio.Event()
+        self.listen_dsn = listen_dsn
 
     # ------------------------------------------------------------------ helpers
     def _zone(self, merchant: Merchant) -> ZoneInfo:
@@ -159,17 +164,90 @@ class PaymentMethodService:
             body["account_number"] = "hmac:" + digest.hexdigest()
         return body
 
-    def _invalidate(self, methods: Iterable[PaymentMethod]) -> None:
-        for pm in methods:
-            self.methods.invalidate(pm.id)
-            self.lists.invalidate((pm.merchant_id, pm.customer_id))
+    async def _invalidate(self, methods: Iterable[PaymentMethod]) -> None:
+        """After a commit: drop the entries here, and tell the other processes (NOTIFY)."""
+        changed = list(methods)
+        for pm in changed:
+            self._drop(pm.id, pm.merchant_id, pm.customer_id)
+        await self._publish([_key(pm.id, pm.merchant_id, pm.customer_id) for pm in changed])
 
-    def invalidate_customer(self, merchant_id: uuid.UUID, customer_id: str) -> None:
-        """Drop every cached entry of one customer (after a write committed elsewhere)."""
+    def _drop(self, method_id: uuid.UUID | None, merchant_id: uuid.UUID, customer_id: str) -> None:
+        if method_id is not None:
+            self.methods.invalidate(method_id)
+        self.lists.invalidate((merchant_id, customer_id))
+
+    def invalidate_customer_locally(self, merchant_id: uuid.UUID, customer_id: str) -> None:
         self.lists.invalidate((merchant_id, customer_id))
         self.methods.invalidate_where(
             lambda _k, v: v is not None and v.merchant_id == merchant_id and v.customer_id == customer_id
         )
+
+    def invalidate_customer(self, merchant_id: uuid.UUID, customer_id: str) -> None:
+        """Drop every cached entry of one customer after a write committed elsewhere (e.g. the
+        checkout's transaction of `save_card_from_storage`); the other processes are told in a
+        supervised task."""
+        self.invalidate_customer_locally(merchant_id, customer_id)
+        self.tasks.spawn("payment_methods.notify", self._publish([_key(None, merchant_id, customer_id)]))
+
+    async def _publish(self, keys: list[str]) -> None:
+        """NOTIFY the cache-invalidation channel (delivered to every listening process; a failure
+        is logged: the entries then expire by their TTL)."""
+        try:
+            for start in range(0, len(keys), _KEYS_PER_NOTIFY):
+                await self.repo.notify(CACHE_CHANNEL, ";".join(keys[start : start + _KEYS_PER_NOTIFY]))
+        except Exception as exc:
+            log.warning("payment_method_cache_notify_failed", error=type(exc).__name__, keys=len(keys))
+
+    def _on_notification(self, _con: Any, _pid: int, _channel: str, payload: str) -> None:
+        for item in payload.split(";"):
+            parts = item.split("|")
+            if len(parts) != 4 or parts[0] != "pm":
+                continue
+            try:
+                method_id = uuid.UUID(parts[1]) if parts[1] else None
+                merchant_id = uuid.UUID(parts[2])
+            except ValueError:
+                continue
+            if method_id is None:
+                self.invalidate_customer_locally(merchant_id, parts[3])
+            else:
+                self._drop(method_id, merchant_id, parts[3])
+
+    def start_listener(self) -> None:
+        """Start `listen_for_invalidations` as a supervised task of this process (serving
+        processes and workers: `Container.start_background`)."""
+        if self.listen_dsn:
+            self.tasks.spawn(
+                "payment_method_cache_listener", self.listen_for_invalidations(self.listen_dsn), periodic=True
+            )
+
+    async def listen_for_invalidations(self, dsn: str, *, retry: float = 1.0) -> None:
+        """Receive the other processes' invalidations on a dedicated connection (LISTEN), for the
+        life of the process (a supervised task). After a lost connection both caches are cleared,
+        since notifications may have been missed, and it connects again."""
+        while True:
+            con: asyncpg.Connection | None = None
+            try:
+                con = await asyncpg.connect(
+                    dsn, server_settings={"application_name": "paycore-cache-listener"}
+                )
+                lost = asyncio.Event()
+                con.add_termination_listener(_setter(lost))
+                await con.add_listener(CACHE_CHANNEL, self._on_notification)
+                self.listening.set()
+                await lost.wait()
+                log.warning("payment_method_cache_listener_lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("payment_method_cache_listener_failed", error=type(exc).__name__)
+            finally:
+                self.listening.clear()
+                if con is not None and not con.is_closed():
+                    con.terminate()
+            self.methods.clear()
+            self.lists.clear()
+            await asyncio.sleep(retry)
 
     async def _load(self, method_id: uuid.UUID) -> PaymentMethod | None:
         return await self.methods.get_or_load(method_id, lambda: self.repo.get(method_id))
@@ -403,7 +481,7 @@ class PaymentMethodService:
             pm = await self.repo.insert(con, new, "payment_method.created", tracing.current_traceparent())
             stored = StoredResponse(201, _encode(self._out(pm, principal)))
             await self.idempotency.complete(con, merchant.id, idem.key, stored, pm.id)
-        self._invalidate([pm])
+        await self._invalidate([pm])
         m.PAYMENT_METHODS_CREATED.labels(self.merchant_label(merchant.slug), pm.payment_type).inc()
         log.info("payment_method_created", payment_method_id=str(pm.id), payment_type=pm.payment_type)
         return stored
@@ -702,7 +780,7 @@ class PaymentMethodService:
         else:
             async with self.db.transaction() as own:
                 pm = await self.repo.insert(own, new, "payment_method.created", traceparent)
-        self._invalidate([pm])
+        await self._invalidate([pm])
         m.PAYMENT_METHODS_CREATED.labels(self.merchant_label(merchant.slug), "card").inc()
         return pm
 
@@ -761,7 +839,8 @@ class PaymentMethodService:
                         raise PaycoreError(
                             errors.OPERATION_IN_PROGRESS, "Concurrent default changes"
                         ) from None
-            self.invalidate_customer(merchant_id, customer_id)
+            await self._invalidate(rows)
+            self.invalidate_customer_locally(merchant_id, customer_id)
             target = next((pm for pm in rows if pm.id == method_id), None)
             if target is None:
                 current = await self._owned(principal, customer_id, method_id)
@@ -787,7 +866,7 @@ class PaymentMethodService:
                 tracing.current_traceparent(),
             )
             if pm is not None:
-                self._invalidate([pm])
+                await self._invalidate([pm])
                 log.info("payment_method_status_changed", payment_method_id=str(pm.id), active=active)
                 return self._out(pm, principal)
             current = await self._owned(principal, customer_id, method_id)
@@ -805,7 +884,7 @@ class PaymentMethodService:
             pm = await self.repo.soft_delete(method_id, principal.merchant.id, customer_id)
             if pm is None:
                 raise PaycoreError(model.PAYMENT_METHOD_NOT_FOUND)
-        self._invalidate([pm])
+        await self._invalidate([pm])
         return schemas.DeletedOut(id=pm.id)
 
     # ------------------------------------------------------------------ the payment path
@@ -830,9 +909,11 @@ class PaymentMethodService:
                 "payment_method_last_used_failed", payment_method_id=str(method_id), error=type(exc).__name__
             )
             return
-        self.methods.invalidate(method_id)
         if found is not None:
-            self.lists.invalidate(found)
+            self._drop(method_id, *found)
+            await self._publish([_key(method_id, *found)])
+        else:
+            self.methods.invalidate(method_id)
 
     # ------------------------------------------------------------------ jobs
     async def verify_due(self, *, now: datetime | None = None) -> int:
@@ -847,7 +928,7 @@ class PaymentMethodService:
             if not due:
                 break
             verified = await self.repo.verify_batch([d[0] for d in due], tracing.current_traceparent())
-            self._invalidate(verified)
+            await self._invalidate(verified)
             if verified:
                 m.ACH_VERIFICATIONS.labels("verified").inc(len(verified))
             total += len(verified)
@@ -958,7 +1039,7 @@ class PaymentMethodService:
                     traceparent,
                 )
         if changed is not None:
-            self._invalidate([changed])
+            await self._invalidate([changed])
         if kind == "return" and cls is not None:
             m.ACH_RETURNS.labels(self.merchant_label(merchant.slug), cls).inc()
         if decision.action is ReturnAction.FAIL_VERIFICATION and changed is not None:
@@ -1040,6 +1121,19 @@ _PARAMS: Final = {
 
 def _param_of(field: str) -> str | None:
     return _PARAMS.get(field)
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    def callback(_: Any) -> None:
+        event.set()
+
+    return callback
+
+
+def _key(method_id: uuid.UUID | None, merchant_id: uuid.UUID, customer_id: str) -> str:
+    """One invalidation: `pm|<method id or empty>|<merchant id>|<customer id>` (customer ids never
+    contain `|` or `;`)."""
+    return f"pm|{method_id or ''}|{merchant_id}|{customer_id}"
 
 
 def _add_months(at: datetime, months: int) -> datetime:

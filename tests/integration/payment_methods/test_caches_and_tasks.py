@@ -13,7 +13,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from paycore.bootstrap import job_definitions
+from paycore.bootstrap import build_container, job_definitions
 from paycore.kernel.errors import PaycoreError
 from paycore.payment_methods import jobs
 from paycore.payment_methods import service as service_module
@@ -30,6 +30,7 @@ from tests.integration.payment_methods.helpers import (
     sql,
 )
 from tests.integration.payment_methods.test_bank_accounts import advance_until_due
+from tests.support.stack import stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -272,3 +273,44 @@ async def test_abandoned_zero_dollar_rows_are_closed_by_retention(container, pri
     await container.payment_methods.purge_deleted()
     [row] = await sql(clean_db, "SELECT status, failure_code FROM transactions WHERE tran_nbr = 1234567891")
     assert (row["status"], row["failure_code"]) == ("failed", "abandoned")
+
+
+async def test_a_write_in_one_process_invalidates_another_within_a_second(
+    container, principal, epx_sim, clean_db
+):
+    """CACHE-2/CACHE-8 across instances: NOTIFY on commit, a LISTEN connection per process."""
+    other = await build_container(stack_settings(clean_db, epx_sim))
+    try:
+        other.payment_methods.start_listener()
+        await asyncio.wait_for(other.payment_methods.listening.wait(), 5)
+        svc, remote = container.payment_methods, other.payment_methods
+        pm_id = await card(container, principal, epx_sim)
+        assert (await remote.resolve_for_payment(principal.merchant, pm_id)).is_active  # cached there
+        assert [m.id for m in (await remote.list(principal, "cus_1", ListQuery())).data] == [pm_id]
+        await svc.set_active(principal, "cus_1", pm_id, active=False)
+
+        async def until(check):
+            for _ in range(100):
+                if await check():
+                    return True
+                await asyncio.sleep(0.01)
+            return False
+
+        async def inactive_there():
+            try:
+                await remote.resolve_for_payment(principal.merchant, pm_id)
+            except PaycoreError as exc:
+                return exc.code == "payment_method_inactive"
+            return False
+
+        assert await until(inactive_there)  # within 1 s
+        second = await card(container, principal, epx_sim)
+
+        async def listed_there():
+            return len((await remote.list(principal, "cus_1", ListQuery())).data) == 2
+
+        assert await until(listed_there)
+        assert second in {m.id for m in (await remote.list(principal, "cus_1", ListQuery())).data}
+    finally:
+        await other.aclose()
+    assert not other.payment_methods.listening.is_set()
