@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint fmt bench migrate-up clean
+.PHONY: help install run test test-unit test-integration chaos soak lint fmt bench migrate-up clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ test-unit: $(STAMP) ## unit tests only
 
 test-integration: $(STAMP) ## integration and end-to-end tests
 	$(BIN)/pytest -n 2 --dist loadgroup -q tests/integration tests/e2e
+
+chaos: $(STAMP) ## the chaos scenarios C1-C6 alone (a few minutes; part of `make test`)
+	$(BIN)/pytest -q tests/chaos
+
+soak: $(STAMP) ## the leak soak C6 for 30 minutes (SOAK_SECONDS=... to change)
+	PAYCORE_SOAK_SECONDS=$${SOAK_SECONDS:-1800} $(BIN)/pytest -q -s -o timeout=0 tests/chaos/test_c6_soak.py
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict on src/
 	$(BIN)/ruff check src tests bench
