@@ -139,8 +139,20 @@ async def test_subscriptions_api_over_http(api, http, epx_sim):
         assert r.status == 404 and (await r.json())["code"] == "subscription_not_found"
     async with http.get(api.url + "/openapi.json") as r:
         paths = (await r.json())["paths"]
-    for path in ("/v1/subscriptions", "/v1/subscriptions/{subscription_id}/cancel"):
-        assert path in paths
+    create_op = paths["/v1/subscriptions"]["post"]
+    assert {"name": "Idempotency-Key", "required": True}.items() <= next(
+        p for p in create_op["parameters"] if p["name"] == "Idempotency-Key"
+    ).items()
+    for path in (
+        "/v1/subscriptions/{subscription_id}",
+        "/v1/subscriptions/{subscription_id}/charges",
+        "/v1/subscriptions/{subscription_id}/update",
+        "/v1/subscriptions/{subscription_id}/pause",
+        "/v1/subscriptions/{subscription_id}/resume",
+        "/v1/subscriptions/{subscription_id}/cancel",
+    ):
+        for method, operation in paths[path].items():
+            assert operation["summary"] and "404" in operation["responses"], (path, method)
 
 
 async def test_two_workers_bill_each_subscription_once(api, http, epx_sim, sim_control):

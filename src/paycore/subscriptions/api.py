@@ -7,15 +7,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.openapi.spec import Example
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 
-from paycore.api_support import (
-    IDEMPOTENCY_HEADER,
-    idempotency_for,
-    page_limit,
-    problem_responses,
-    raw_response,
-)
+from paycore.api_support import idempotency_for, page_limit, problem_responses, raw_response
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import parse_uuid
@@ -23,8 +17,18 @@ from paycore.merchants.model import Principal
 from paycore.subscriptions import model, schemas
 from paycore.subscriptions.service import ListQuery, SubscriptionService
 
-_OPTIONAL_KEY = Parameter(
-    header="Idempotency-Key",
+# Declared on the handlers (not `parameters=`) so that OpenAPI lists them; checked by
+# `idempotency_for`, so a missing required key is paycore's 400 `idempotency_key_missing`.
+_REQUIRED_KEY = HeaderParameter(
+    name="Idempotency-Key",
+    description=(
+        "Required. 1-255 visible ASCII characters, unique per operation. A retry with the same key and "
+        "body replays the first answer (`Idempotent-Replayed: true`)."
+    ),
+    required=True,
+)
+_OPTIONAL_KEY = HeaderParameter(
+    name="Idempotency-Key",
     description="Optional: a retry with the same key and body replays the first answer",
     required=False,
 )
@@ -52,7 +56,6 @@ class SubscriptionController(Controller):
         ),
         status_code=201,
         responses=problem_responses(),
-        parameters=[IDEMPOTENCY_HEADER],
         request_body_examples=[
             Example(
                 value={
@@ -70,6 +73,7 @@ class SubscriptionController(Controller):
         data: schemas.CreateSubscription,
         principal: Principal,
         subscriptions: SubscriptionService,
+        idempotency_key: Annotated[str | None, _REQUIRED_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         idem = idempotency_for(request, data, required=True)
         assert idem is not None
@@ -153,7 +157,6 @@ class SubscriptionController(Controller):
             "withdraws a scheduled cancellation."
         ),
         responses=problem_responses(),
-        parameters=[_OPTIONAL_KEY],
     )
     async def patch_subscription(
         self,
@@ -162,6 +165,7 @@ class SubscriptionController(Controller):
         data: schemas.UpdateSubscription,
         principal: Principal,
         subscriptions: SubscriptionService,
+        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         return await self._update(request, subscription_id, data, principal, subscriptions)
 
@@ -170,7 +174,6 @@ class SubscriptionController(Controller):
         summary="Update a subscription (same as PATCH)",
         status_code=200,
         responses=problem_responses(),
-        parameters=[_OPTIONAL_KEY],
     )
     async def update_subscription(
         self,
@@ -179,6 +182,7 @@ class SubscriptionController(Controller):
         data: schemas.UpdateSubscription,
         principal: Principal,
         subscriptions: SubscriptionService,
+        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         return await self._update(request, subscription_id, data, principal, subscriptions)
 
@@ -187,7 +191,6 @@ class SubscriptionController(Controller):
         summary="Pause billing (periods that start and end while paused are not billed)",
         status_code=200,
         responses=problem_responses(),
-        parameters=[_OPTIONAL_KEY],
     )
     async def pause_subscription(
         self,
@@ -195,6 +198,7 @@ class SubscriptionController(Controller):
         subscription_id: str,
         principal: Principal,
         subscriptions: SubscriptionService,
+        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         idem = idempotency_for(request, {}, required=False)
         return raw_response(await subscriptions.pause(principal, _sub_id(subscription_id), idem))
@@ -204,7 +208,6 @@ class SubscriptionController(Controller):
         summary="Resume a paused or past-due subscription (the period in progress is billed at once)",
         status_code=200,
         responses=problem_responses(),
-        parameters=[_OPTIONAL_KEY],
     )
     async def resume_subscription(
         self,
@@ -212,6 +215,7 @@ class SubscriptionController(Controller):
         subscription_id: str,
         principal: Principal,
         subscriptions: SubscriptionService,
+        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         idem = idempotency_for(request, {}, required=False)
         return raw_response(await subscriptions.resume(principal, _sub_id(subscription_id), idem))
@@ -221,7 +225,6 @@ class SubscriptionController(Controller):
         summary="Cancel now, or at the end of the paid period (at_period_end: true)",
         status_code=200,
         responses=problem_responses(),
-        parameters=[_OPTIONAL_KEY],
     )
     async def cancel_subscription(
         self,
@@ -230,6 +233,7 @@ class SubscriptionController(Controller):
         principal: Principal,
         subscriptions: SubscriptionService,
         data: schemas.CancelSubscription | None = None,
+        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         body = data or schemas.CancelSubscription()
         idem = idempotency_for(request, body, required=False)

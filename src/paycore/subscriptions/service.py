@@ -116,6 +116,7 @@ class BillingReport:
     past_due: int = 0
     errors: int = 0
     batches: int = 0
+    stopped_early: bool = False  # the job's deadline was near: claiming stopped
     merchants: set[uuid.UUID] = field(default_factory=set)
 
 
@@ -368,6 +369,11 @@ class SubscriptionService:
         now = now or self.clock.now()
         report = BillingReport()
         for _ in range(_MAX_BATCHES):
+            left = dl.remaining()
+            if left is not None and left < self.config.critical_timeout:
+                # the job's budget could not see another batch through: the next run goes on
+                report.stopped_early = True
+                break
             # each round either settles its rows or holds them past `now`: the loop ends when
             # nothing is due (a subscription behind by several periods is billed once per period)
             work, claimed = await self._claim(now, report)
@@ -409,6 +415,21 @@ class SubscriptionService:
                     ended = model.cancel_at_period_end(sub, now)
                     saves.append(ended)
                     canceled.append(ended)
+                    continue
+                if same_period and last is not None and last.status == "approved":
+                    # the period is paid but the subscription did not move on (cannot happen through
+                    # this service; repaired rather than charged, never a second attempt)
+                    log.warning("subscription_period_already_paid", subscription_id=str(sub.id))
+                    saves.append(
+                        model.after_charge(
+                            sub,
+                            period_index=sub.period_index,
+                            outcome=Outcome.APPROVED,
+                            retryable=False,
+                            amount=last.amount,
+                            now=now,
+                        ).subscription
+                    )
                     continue
                 if action is ClaimAction.RESUME:
                     assert last is not None

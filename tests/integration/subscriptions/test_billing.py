@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from paycore.platform.observability import metrics as m
+from paycore.platform.resilience import deadline as dl
 from paycore.subscriptions import jobs, schemas
 from tests.integration.subscriptions.conftest import T0
 from tests.integration.subscriptions.helpers import z
@@ -33,6 +34,7 @@ async def test_each_period_is_charged_once_on_its_calendar_date(billing, custome
     pm = await billing.save_card(customer)
     sub = await billing.create(pm, amount=1999, start=T0)  # Jan 31
     before = m.SUBSCRIPTION_BILLINGS.labels("approved")._value.get()
+    revenue = m.SUBSCRIPTION_REVENUE.labels("other", "USD")._value.get()
 
     first = await billing.run(T0)
     assert (first.claimed, first.approved) == (1, 1)
@@ -68,6 +70,7 @@ async def test_each_period_is_charged_once_on_its_calendar_date(billing, custome
     assert renewed["object"]["id"] == sub["id"] and renewed["charge"]["period_index"] == 2
     assert renewed["charge"]["payment_id"] == str(payments[-1]["id"])
     assert m.SUBSCRIPTION_BILLINGS.labels("approved")._value.get() - before == 3
+    assert m.SUBSCRIPTION_REVENUE.labels("other", "USD")._value.get() - revenue == 3 * 1999
 
 
 async def test_charges_are_merchant_initiated_recurring_transactions(billing, customer, container):
@@ -118,6 +121,17 @@ async def test_the_job_body_is_a_plain_coroutine(billing, customer, container):
     assert [c["status"] for c in await billing.charges(sub["id"])] == ["approved"]
     [definition] = jobs.jobs(container.settings)
     assert definition.name == "subscriptions.bill_due" and definition.every == 60.0
+
+
+async def test_a_run_near_its_deadline_claims_no_more(billing, customer, container):
+    pm = await billing.save_card(customer)
+    sub = await billing.create(pm, start=T0)
+    async with dl.budget(2.0):  # below PAYCORE_SERVICE_CRITICAL_TIMEOUT (3 s in tests)
+        report = await container.subscriptions.bill_due(T0)
+    assert report.stopped_early and report.claimed == 0
+    assert await billing.charges(sub["id"]) == []
+    async with dl.budget(30.0):
+        assert (await container.subscriptions.bill_due(T0)).approved == 1
 
 
 # --- dunning ---------------------------------------------------------------------------------------

@@ -218,3 +218,27 @@ async def test_the_database_refuses_a_second_live_attempt_for_a_period(billing, 
         assert info.value.constraint_name == "uq_subscription_charges_attempt"
     finally:
         await con.close()
+
+
+async def test_a_paid_period_is_never_charged_again_even_if_the_subscription_lags(
+    billing, customer, container
+):
+    """Defence in depth: should a subscription ever point at a period already approved, the run
+    moves it on instead of charging."""
+    pm = await billing.save_card(customer)
+    sub = await billing.create(pm, start=T0)
+    await billing.run(T0)
+    con = await asyncpg.connect(container.settings.database_url)
+    try:
+        await con.execute(
+            "UPDATE subscriptions SET period_index = 0, next_billing_at = $2 WHERE id = $1",
+            uuid.UUID(sub["id"]),
+            T0,
+        )
+    finally:
+        await con.close()
+    report = await billing.run(T0 + timedelta(days=1))
+    assert report.claimed == 1 and report.approved == 0
+    assert [c["status"] for c in await billing.charges(sub["id"])] == ["approved"]
+    assert (await billing.get(sub["id"]))["next_billing_at"] == "2026-02-28T10:00:00Z"
+    assert len(await billing.gateway_sales()) == 1
