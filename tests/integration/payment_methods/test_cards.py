@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from paycore.idempotency.model import Replay
 from paycore.kernel.errors import PaycoreError
@@ -36,8 +37,11 @@ async def financial_bric(epx_sim) -> str:
 async def test_save_card_converts_the_financial_bric_with_a_zero_dollar_storage(
     container, principal, financial_bric, recorder, sim_control, clean_db
 ):
+    labels = {"merchant": "other", "payment_type": "card"}
+    created_before = REGISTRY.get_sample_value("payment_methods_created_total", labels) or 0.0
     resp = await save(container, principal, "cus_1", card_body(financial_bric, exp_month=12, exp_year=2031))
     assert resp.status == 201, resp.body
+    assert REGISTRY.get_sample_value("payment_methods_created_total", labels) == created_before + 1
     out = decode(resp)
     assert out["object"] == "payment_method" and out["type"] == "card" and out["customer_id"] == "cus_1"
     assert out["status"] == "active" and out["verification_status"] == "verified"
