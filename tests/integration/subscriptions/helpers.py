@@ -92,6 +92,21 @@ class Billing:
         assert resp.status == 201, resp.body
         return uuid.UUID(msgspec.json.decode(resp.body)["id"])
 
+    async def save_bank_account(self, customer_id: str) -> uuid.UUID:
+        """A checking account (pre-noted; `pending` until verified)."""
+        body = pm_schemas.SaveBankAccount(
+            account_type="checking",
+            routing_number="021000021",
+            account_number="4099992718",
+            holder=pm_schemas.HolderIn(first_name="Ada", last_name="Lovelace"),
+        )
+        pms = self.container.payment_methods
+        path = f"/v1/customers/{customer_id}/payment_methods"
+        idem = request_for(uuid.uuid4().hex, "POST", path, pms.fingerprint_view(body))
+        resp = await pms.save(self.principal, customer_id, body, idem)
+        assert resp.status == 201, resp.body
+        return uuid.UUID(msgspec.json.decode(resp.body)["id"])
+
     async def create(
         self,
         payment_method_id: uuid.UUID,

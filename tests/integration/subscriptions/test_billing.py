@@ -11,11 +11,13 @@ from urllib.parse import parse_qsl
 import msgspec
 import pytest
 
+from paycore.bootstrap import job_definitions
+from paycore.kernel.errors import PaycoreError
 from paycore.platform.observability import metrics as m
 from paycore.platform.resilience import deadline as dl
 from paycore.subscriptions import jobs, schemas
 from tests.integration.subscriptions.conftest import T0
-from tests.integration.subscriptions.helpers import z
+from tests.integration.subscriptions.helpers import create_idem, z
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +91,22 @@ async def test_charges_are_merchant_initiated_recurring_transactions(billing, cu
     assert sent_fields(second)["ORIG_AUTH_AMOUNT"] == "25.00"  # the first approved charge
 
 
+async def test_a_bank_account_is_debited_by_ach_once_verified(billing, customer, container):
+    pm = await billing.save_bank_account(customer)
+    body = schemas.CreateSubscription(amount=5000, currency="USD", interval="month", payment_method_id=pm)
+    with pytest.raises(PaycoreError) as info:  # the pre-note has not cleared yet
+        await container.subscriptions.create(billing.principal, body, create_idem(body))
+    assert info.value.code == "payment_method_not_verified"
+    assert await container.payment_methods.verify_due(now=datetime.now(UTC) + 10 * DAY) == 1
+    sub = await billing.create(pm, amount=5000, start=T0)
+    assert (await billing.run(T0)).approved == 1
+    [payment] = await billing.payments(sub["id"])
+    fields = sent_fields(payment)
+    assert (fields["TRAN_TYPE"], fields["STD_ENTRY_CLASS"], fields["CARD_ENT_METH"]) == ("CKC2", "WEB", "Z")
+    assert "ACI_EXT" not in fields and payment["payment_type"] == "ach" and payment["amount"] == 5000
+    assert [c["status"] for c in await billing.charges(sub["id"])] == ["approved"]
+
+
 async def test_a_subscription_behind_by_several_periods_is_billed_once_per_period(billing, customer):
     pm = await billing.save_card(customer)
     sub = await billing.create(pm, interval="week", start=T0)
@@ -121,6 +139,7 @@ async def test_the_job_body_is_a_plain_coroutine(billing, customer, container):
     assert [c["status"] for c in await billing.charges(sub["id"])] == ["approved"]
     [definition] = jobs.jobs(container.settings)
     assert definition.name == "subscriptions.bill_due" and definition.every == 60.0
+    assert "subscriptions.bill_due" in {d.name for d in job_definitions(container.settings)}
 
 
 async def test_a_run_near_its_deadline_claims_no_more(billing, customer, container):
