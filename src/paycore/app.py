@@ -217,6 +217,7 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-unty
         app.state.rate_limits = RateLimits.from_settings(settings)
         container.start_background()
         runtime.start_runtime_monitors(container.tasks)
+        runtime.export_feature_flags(settings)
         m.reap_dead_processes()  # live gauges of workers that died without a clean exit
         if not lifecycle.drain_hooked:  # not under granian: wrap the loop's own handlers
             install_drain_handlers(

@@ -44,7 +44,7 @@ from paycore.platform.db import migrate
 from paycore.platform.db.pool import PING
 from paycore.platform.jobs import JobContext, JobDefinition
 from paycore.platform.observability import metrics as m
-from paycore.platform.observability import tracing
+from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs
 from paycore.platform.queue import ClaimedJob, ClaimedSchedule, PgJobQueue
 from paycore.platform.resilience import deadline as dl
@@ -409,6 +409,8 @@ async def main(settings: Settings, extra_jobs: Sequence[JobDefinition] = ()) -> 
         runner, port = await start_metrics_server(worker, settings.http_host, settings.worker_metrics_port)
         try:
             container.start_background()
+            runtime.start_runtime_monitors(container.tasks)
+            runtime.export_feature_flags(settings)
             await worker.start()
             running = container.tasks.spawn("worker_loop", worker.run())
             ready = {"event": "worker_ready", "worker_id": worker.worker_id, "metrics_port": port}
@@ -425,6 +427,7 @@ async def main(settings: Settings, extra_jobs: Sequence[JobDefinition] = ()) -> 
         return 0
     finally:
         await container.aclose()
+        tracing.shutdown_tracing()
         flush_logs()
 
 
@@ -432,4 +435,7 @@ def run(extra_jobs: Sequence[JobDefinition] = ()) -> int:
     """The `paycore worker` command."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_queue_max, stream=sys.stderr)
+    tracing.configure_tracing(
+        settings.trace_sample_ratio, settings.otlp_endpoint, service_name="paycore-worker"
+    )
     return asyncio.run(main(settings, extra_jobs))

@@ -192,3 +192,17 @@ def test_serve_prepares_a_clean_metrics_dir(tmp_path: Path, monkeypatch: pytest.
     created = prepare_metrics_dir()  # a fresh directory when none is configured
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == created and os.path.isdir(created)
     os.rmdir(created)
+
+
+def test_feature_flags_are_exported_with_degraded_mode_applied() -> None:
+    normal = load_settings({"PAYCORE_ENV": "test"})
+    flags = runtime.export_feature_flags(normal)
+    on = ("cb", "merchant_cache", "pm_cache", "compression", "webhooks", "merchant_reporting")
+    assert all(flags[k] for k in on) and not flags["detailed_logging"] and not flags["degraded"]
+    assert _value("feature_flag_enabled", {"flag": "webhooks"}) == 1
+    degraded = load_settings({"PAYCORE_ENV": "test", "PAYCORE_DEGRADED": "true"})
+    flags = runtime.export_feature_flags(degraded)
+    assert flags["degraded"] and not flags["webhooks"] and not flags["merchant_reporting"]
+    assert not flags["detailed_logging"] and flags["cb"]
+    assert _value("feature_flag_enabled", {"flag": "webhooks"}) == 0
+    assert _value("feature_flag_enabled", {"flag": "degraded"}) == 1

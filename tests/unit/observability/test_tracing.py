@@ -193,3 +193,11 @@ def test_a_log_line_inside_a_span_carries_its_trace_id(spans: InMemorySpanExport
     outside, inside = (json.loads(line) for line in buffer.getvalue().splitlines())
     assert "trace_id" not in outside
     assert inside["trace_id"] == f"{ctx.trace_id:032x}" and inside["span_id"] == f"{ctx.span_id:016x}"
+
+
+def test_job_span_without_a_provider_keeps_the_causing_traceparent() -> None:
+    tracing.shutdown_tracing()  # e.g. a process that never configured tracing
+    with tracing.job_span("job.x", SAMPLED_PARENT, link=False):
+        assert traceparent_var.get() == SAMPLED_PARENT
+    with tracing.job_span("webhook.deliver", SAMPLED_PARENT):
+        assert traceparent_var.get() == SAMPLED_PARENT

@@ -14,9 +14,12 @@ import asyncio
 import gc
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from paycore.platform.observability import metrics as m
+
+if TYPE_CHECKING:
+    from paycore.config import Settings
 
 LAG_PROBE_INTERVAL: Final = 0.5
 _GENERATIONS: Final = ("0", "1", "2")
@@ -105,3 +108,27 @@ def start_runtime_monitors(tasks: _Supervisor, *, sample_interval: float = 5.0) 
 
     tasks.periodic("runtime_metrics", sample_interval, sample)
     return lag
+
+
+def feature_flags(settings: Settings) -> dict[str, bool]:
+    """The kill switches as they are in effect (`PAYCORE_DEGRADED` turns three of them off)."""
+    degraded = settings.degraded
+    return {
+        "cb": settings.cb_enabled,
+        "merchant_cache": settings.merchant_cache_enabled,
+        "pm_cache": settings.pm_cache_enabled,
+        "compression": settings.compression_enabled,
+        "rate_limit": settings.rate_limit_enabled,
+        "webhooks": settings.webhooks_enabled and not degraded,
+        "merchant_reporting": settings.merchant_reporting_enabled and not degraded,
+        "detailed_logging": settings.detailed_logging_enabled and not degraded,
+        "degraded": degraded,
+    }
+
+
+def export_feature_flags(settings: Settings) -> dict[str, bool]:
+    """`feature_flag_enabled{flag}` (RES-11): 1 on, 0 off. Call again after a hot toggle."""
+    flags = feature_flags(settings)
+    for flag, enabled in flags.items():
+        m.FEATURE_FLAG.labels(flag).set(1 if enabled else 0)
+    return flags

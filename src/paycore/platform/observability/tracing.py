@@ -349,7 +349,9 @@ def job_span(
             attributes=dict(attributes) if attributes else None,
         )
     with cm as active:
-        token = traceparent_var.set(format_traceparent(active.get_span_context()))
+        # tracing off (no provider): keep propagating the cause's traceparent unchanged
+        own = format_traceparent(active.get_span_context())
+        token = traceparent_var.set(own or traceparent or traceparent_var.get())
         try:
             yield active
         finally:
