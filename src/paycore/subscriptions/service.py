@@ -118,6 +118,15 @@ class BillingReport:
     batches: int = 0
     stopped_early: bool = False  # the job's deadline was near: claiming stopped
     merchants: set[uuid.UUID] = field(default_factory=set)
+    # each merchant's record is loaded once per run (SCALE-3: credential loads = merchants)
+    merchant_records: dict[uuid.UUID, Merchant | None] = field(default_factory=dict, repr=False)
+
+    async def merchant(
+        self, merchant_id: uuid.UUID, lookup: Callable[[uuid.UUID], Awaitable[Merchant | None]]
+    ) -> Merchant | None:
+        if merchant_id not in self.merchant_records:
+            self.merchant_records[merchant_id] = await lookup(merchant_id)
+        return self.merchant_records[merchant_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +470,7 @@ class SubscriptionService:
             await self.repo.save_many(con, saves)
             await self.repo.insert_charges(con, charges)
             for ended in canceled:
-                merchant = await self.merchant_lookup(ended.merchant_id)
+                merchant = await report.merchant(ended.merchant_id, self.merchant_lookup)
                 livemode = merchant is not None and merchant.environment == "production"
                 await self._event(con, model.EVENT_CANCELED, ended, livemode)
         report.canceled += len(canceled)
@@ -474,7 +483,7 @@ class SubscriptionService:
         semaphore = asyncio.Semaphore(self.config.concurrency)
         charges: list[Coroutine[Any, Any, None]] = []
         for merchant_id, items in by_merchant.items():
-            merchant = await self.merchant_lookup(merchant_id)
+            merchant = await report.merchant(merchant_id, self.merchant_lookup)
             if merchant is None or not merchant.active:
                 # held until the lease lapses, then tried again (nothing was sent)
                 log.warning("subscriptions_merchant_inactive", merchant_id=str(merchant_id), held=len(items))

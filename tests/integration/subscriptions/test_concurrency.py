@@ -242,3 +242,53 @@ async def test_a_paid_period_is_never_charged_again_even_if_the_subscription_lag
     assert [c["status"] for c in await billing.charges(sub["id"])] == ["approved"]
     assert (await billing.get(sub["id"]))["next_billing_at"] == "2026-02-28T10:00:00Z"
     assert len(await billing.gateway_sales()) == 1
+
+
+async def test_a_run_charges_concurrently_and_loads_each_merchant_once(billing, customer, container, clock):
+    """SCALE-3: a batch is charged `PAYCORE_BILLING_CONCURRENCY` at a time, and each merchant's
+    credentials are loaded once per run, not once per subscription."""
+    settings = stack_settings(
+        container.settings.database_url,
+        _Urls(container.settings),
+        PAYCORE_BILLING_BATCH_SIZE="100",
+        PAYCORE_BILLING_CONCURRENCY="10",
+    )
+    runner = await build_container(settings)
+    try:
+        svc = runner.subscriptions
+        assert svc is not None
+        pm = await billing.save_card(customer)
+        subs = [await billing.create(pm, start=T0, amount=5000 + i) for i in range(40)]
+        await billing.sim_control.add_fault(
+            {"match": {"tran_type": "CCE1"}, "action": {"type": "latency", "ms": 300}, "first": 1000}
+        )
+        real_payments, real_lookup = svc.payments, svc.merchant_lookup
+        in_flight, peak, lookups = 0, 0, 0
+
+        class Counting:
+            async def charge_subscription(self, merchant, charge):
+                nonlocal in_flight, peak
+                in_flight += 1
+                peak = max(peak, in_flight)
+                try:
+                    return await real_payments.charge_subscription(merchant, charge)
+                finally:
+                    in_flight -= 1
+
+        async def lookup(merchant_id):
+            nonlocal lookups
+            lookups += 1
+            return await real_lookup(merchant_id)
+
+        svc.payments, svc.merchant_lookup = Counting(), lookup
+        started = asyncio.get_running_loop().time()
+        report = await svc.bill_due(T0)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert report.approved == 40 and report.batches == 1
+        assert peak == 10 and lookups == 1
+        assert elapsed < 40 * 0.3 / 2  # far from one at a time (12 s); about 4 × 0.3 s
+        for sub in subs:
+            assert len(await billing.charges(sub["id"])) == 1
+        assert len(await billing.gateway_sales()) == 40
+    finally:
+        await runner.aclose()
