@@ -292,3 +292,31 @@ async def test_a_run_charges_concurrently_and_loads_each_merchant_once(billing, 
         assert len(await billing.gateway_sales()) == 40
     finally:
         await runner.aclose()
+
+
+async def test_an_unknown_outcome_waits_for_reconciliation_and_is_never_charged_again(
+    billing, customer, container
+):
+    pm = await billing.save_card(customer)
+    sub = await billing.create(pm, start=T0, amount=4300)
+    # processed by the gateway, then a 503: the retry of the same TRAN_NBR is a duplicate → unknown
+    await billing.sim_control.add_fault(
+        {"match": {"amount": "43.00"}, "action": {"type": "process_then_fail", "fail": 503}, "first": 1}
+    )
+    report = await billing.run(T0)
+    assert (report.claimed, report.pending, report.approved, report.declined) == (1, 1, 0, 0)
+    [payment] = await billing.payments(sub["id"])
+    assert payment["status"] == "unknown"
+    for minutes in (1, 6, 12):  # re-runs before reconciliation: nothing sent, nothing decided
+        await billing.run(T0 + timedelta(minutes=minutes))
+    [attempt] = await billing.charges(sub["id"])
+    assert attempt["status"] == "pending" and len(await billing.payments(sub["id"])) == 1
+    assert (await billing.get(sub["id"]))["failed_attempts"] == 0
+    counts = await container.payments.reconcile(older_than=0)
+    assert counts["approved"] >= 1
+    [payment] = await billing.payments(sub["id"])
+    assert payment["status"] == "approved"
+    assert (await billing.run(T0 + timedelta(minutes=20))).approved == 1
+    [attempt] = await billing.charges(sub["id"])
+    assert attempt["status"] == "approved" and len(await billing.sales_of(sub["id"])) == 1
+    assert len(await billing.gateway_sales()) == 1
