@@ -318,5 +318,5 @@ class Database:
             m.DB_QUERY_ERRORS.labels(q.name, _error_type(exc)).inc()
             raise
         finally:
-            m.DB_QUERY_DURATION.labels(q.name, status).observe(time.perf_counter() - started)
+            m.DB_QUERY_DURATION.labels(q.name, q.tier.value, status).observe(time.perf_counter() - started)
             tracing.end_db_span(span, status)

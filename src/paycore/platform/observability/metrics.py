@@ -107,8 +107,8 @@ DB_POOL_ACQUIRE_DURATION = Histogram(
 DB_UP = Gauge("db_up", "1 when the database answers the health ping", multiprocess_mode="min")
 DB_QUERY_DURATION = Histogram(
     "db_query_duration_seconds",
-    "Query latency by static query name",
-    ["query", "status"],
+    "Query latency by static query name and timeout class (tier)",
+    ["query", "tier", "status"],
     buckets=(
         0.001,
         0.002,
