@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 
 from tests.support.sim import SimControl
 from tests.support.tokens import VISA, mint_token
@@ -43,8 +44,11 @@ async def test_one_sale_is_one_trace_with_db_and_gateway_children(
 ) -> None:
     token = await mint_token(epx_sim.server_post_url)
     spans.clear()
+    call_labels = {"operation": "sale", "outcome": "approved", "category": "approved"}
+    calls_before = REGISTRY.get_sample_value("gateway_call_duration_seconds_count", call_labels) or 0
     await _sale(inproc_api, token)
     finished = list(spans.get_finished_spans())
+    assert REGISTRY.get_sample_value("gateway_call_duration_seconds_count", call_labels) == calls_before + 1
 
     roots = [s for s in finished if s.parent is None]
     assert [r.name for r in roots] == ["POST /v1/payments"]

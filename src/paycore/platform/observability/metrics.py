@@ -55,6 +55,12 @@ GATEWAY_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10),
 )
 GATEWAY_RETRIES = Counter("gateway_retries_total", "Gateway retries", ["operation", "reason"])
+GATEWAY_CALLS = Histogram(
+    "gateway_call_duration_seconds",
+    "One gateway call including its retries, by outcome and response category (none: no answer)",
+    ["operation", "outcome", "category"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
+)
 CIRCUIT_STATE = Gauge(
     "circuit_breaker_state",
     "0 closed, 1 open, 2 half-open",

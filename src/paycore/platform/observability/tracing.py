@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +29,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from paycore.platform.context import traceparent_var
+from paycore.platform.observability import metrics as m
 from paycore.platform.observability.logging import mask_value
 
 if TYPE_CHECKING:
@@ -365,8 +367,9 @@ def set_error(current: trace.Span, description: str) -> None:
 
 # --- the gateway port, traced ---------------------------------------------------------------------
 class TracedTransactionProcessor:
-    """Wraps a `TransactionProcessor`: one `gateway.<operation>` span per call. The wrapped
-    client's `headers_factory` (`traceparent_headers`) sends this span as the W3C parent."""
+    """Wraps a `TransactionProcessor`: one `gateway.<operation>` span per call, and the call's
+    duration in `gateway_call_duration_seconds{operation,outcome,category}`. The wrapped client's
+    `headers_factory` (`traceparent_headers`) sends this span as the W3C parent."""
 
     def __init__(self, inner: TransactionProcessor) -> None:
         self.inner = inner
@@ -391,7 +394,10 @@ class TracedTransactionProcessor:
                 "paycore.gateway.tran_nbr": request.tran_nbr,
             },
         ) as current:
+            started = time.perf_counter()
             result = await self.inner.process(request, trace=trace, **extra)
+            category = result.response.category.value if result.response is not None else "none"
+            m.GATEWAY_CALLS.labels(operation, result.outcome, category).observe(time.perf_counter() - started)
             if current.is_recording():
                 current.set_attribute("paycore.gateway.outcome", result.outcome)
                 current.set_attribute("paycore.gateway.attempts", result.attempts)
