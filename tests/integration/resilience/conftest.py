@@ -79,8 +79,11 @@ class LiveApp:
 
 
 @pytest.fixture
-async def live_app(clean_db, epx_sim) -> AsyncIterator[Callable[..., Awaitable[LiveApp]]]:
+async def live_app(clean_db, epx_sim, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[LiveApp]]]:
     """`await live_app(request_timeout=0.2, ...)`: a started app with one merchant and API key."""
+    # The app's logging setup caches structlog loggers on first use, which would blind
+    # `capture_logs()` in later tests of this worker: keep the test process's logging as it is.
+    monkeypatch.setattr("paycore.app.configure_logging", lambda *args, **kwargs: None)
     async with AsyncExitStack() as stack:
 
         async def start(**overrides: Any) -> LiveApp:
