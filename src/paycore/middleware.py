@@ -138,7 +138,18 @@ class RequestEnvelope:
             elapsed = time.perf_counter() - started
             m.HTTP_REQUESTS.labels(route, method, str(status_holder[0])).inc()
             m.HTTP_DURATION.labels(route, method).observe(elapsed)
-            if elapsed > self.slow_request and path not in ALWAYS_SERVED:
+            status = status_holder[0]
+            if status >= 500 and path not in ALWAYS_SERVED and lifecycle.ready and not lifecycle.draining:
+                # LOG-1: a failed request is one ERROR line with its duration (fast successes: none)
+                log.error(
+                    "request_failed",
+                    route=route,
+                    method=method,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 1),
+                    request_id=request_id,
+                )
+            elif elapsed > self.slow_request and path not in ALWAYS_SERVED:
                 log.warning(
                     "slow_request",
                     route=route,
