@@ -130,7 +130,7 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     principal = await _container(request).merchants.authenticate(header[7:].strip())
     limits: RateLimits | None = request.app.state.get("rate_limits")
     if limits is not None:
-        await limits.check_merchant(principal.merchant.id)  # A8: 429 + Retry-After
+        await limits.check_merchant(principal.merchant.id, principal.merchant.slug)  # A8: 429 + Retry-After
     return principal
 
 

@@ -125,6 +125,19 @@ def _exact_url(text: str) -> str:
     return text
 
 
+def parse_rate_overrides(text: str) -> tuple[tuple[str, float, int], ...]:
+    """'acme=500/1000,big=1000/2000' -> (('acme', 500.0, 1000), ...): slug=rate/burst."""
+    out: list[tuple[str, float, int]] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        match = re.fullmatch(r"\s*([a-z0-9][a-z0-9_-]*)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)\s*", part)
+        if match is None or float(match.group(2)) <= 0 or int(match.group(3)) < 1:
+            raise ValueError(f"expected slug=rate/burst entries such as acme=500/1000; got {part.strip()!r}")
+        out.append((match.group(1), float(match.group(2)), int(match.group(3))))
+    return tuple(out)
+
+
 def _rate_limit_storage(text: str) -> str:
     if not re.match(r"^(memory://|(async\+)?rediss?://)", text):
         raise ValueError("must be memory:// or a redis:// / rediss:// URI")
@@ -379,6 +392,12 @@ class Settings:
         "memory://",
         _rate_limit_storage,
         "`memory://` (one instance) or a `redis://host:port/db` URI shared by every instance",
+    )
+    merchant_rate_limit_overrides: tuple[tuple[str, float, int], ...] = _env(
+        "PAYCORE_MERCHANT_RATE_LIMIT_OVERRIDES",
+        "",
+        parse_rate_overrides,
+        "per-merchant tiers: `slug=rate/burst` entries, comma separated (e.g. `acme=500/1000`)",
     )
     rate_limit_enabled: bool = _env(
         "PAYCORE_RATE_LIMIT_ENABLED", "true", parse_bool, "per-merchant and per-IP limits (kill switch)"

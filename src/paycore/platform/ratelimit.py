@@ -4,6 +4,8 @@ A limit is a `Rate`: a sustained `per_second` rate with a `burst` allowance. Ref
 429 `rate_limited` with `Retry-After` (whole seconds, at least 1) and count in
 `rate_limit_rejections_total{scope}`. Health and metrics routes are never limited.
 
+Merchant tiers: `PAYCORE_MERCHANT_RATE_LIMIT_OVERRIDES` gives named merchants (by slug) their own rate.
+
 Two backends behind one interface (`Backend.hit(scope, key, rate) -> Decision`):
 
 * `MemoryBuckets` (default, `PAYCORE_RATE_LIMIT_STORAGE=memory://`): token buckets in this process.
@@ -29,7 +31,7 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -224,9 +226,11 @@ class RateLimits:
         ip: Rate,
         trusted_proxies: Sequence[Network] = (),
         enabled: bool = True,
+        merchant_overrides: Mapping[str, Rate] | None = None,
     ) -> None:
         self.backend = backend
         self.merchant_rate = merchant
+        self.merchant_overrides = dict(merchant_overrides or {})
         self.ip_rate = ip
         self.trusted_proxies = tuple(trusted_proxies)
         self.enabled = enabled
@@ -249,6 +253,9 @@ class RateLimits:
             ip=Rate(settings.ip_rate_limit_rps, settings.ip_rate_limit_burst),
             trusted_proxies=parse_networks(settings.trusted_proxies),
             enabled=settings.rate_limit_enabled,
+            merchant_overrides={
+                slug: Rate(rps, burst) for slug, rps, burst in settings.merchant_rate_limit_overrides
+            },
         )
 
     async def _check(self, scope: str, key: str, rate: Rate) -> None:
@@ -264,9 +271,11 @@ class RateLimits:
                 headers={"Retry-After": _retry_after(decision.retry_after)},
             )
 
-    async def check_merchant(self, merchant_id: object) -> None:
-        """Raises 429 `rate_limited` when the merchant's bucket is empty."""
-        await self._check(MERCHANT, str(merchant_id), self.merchant_rate)
+    async def check_merchant(self, merchant_id: object, slug: str | None = None) -> None:
+        """Raises 429 `rate_limited` when the merchant's bucket is empty. A merchant whose slug has
+        an override (its tier, `PAYCORE_MERCHANT_RATE_LIMIT_OVERRIDES`) gets that rate instead."""
+        rate = self.merchant_overrides.get(slug, self.merchant_rate) if slug else self.merchant_rate
+        await self._check(MERCHANT, str(merchant_id), rate)
 
     async def check_ip(self, scope: dict[str, Any]) -> None:
         """Per client IP, for unauthenticated public routes (health and metrics exempt)."""

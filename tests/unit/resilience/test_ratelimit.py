@@ -185,3 +185,20 @@ def test_settings_choose_the_backend() -> None:
     assert isinstance(redis.backend, RedisWindows)
     with pytest.raises(ConfigError, match=r"^PAYCORE_RATE_LIMIT_STORAGE"):
         load_settings({**base, "PAYCORE_RATE_LIMIT_STORAGE": "memcached://x"})
+
+
+async def test_a_merchant_tier_override_gets_its_own_rate() -> None:
+    settings = load_settings(
+        {"PAYCORE_ENV": "test", "PAYCORE_MERCHANT_RATE_LIMIT_OVERRIDES": "big-shop=1000/50, tiny=1/2"}
+    )
+    rl = RateLimits.from_settings(settings)
+    assert rl.merchant_overrides == {"big-shop": Rate(1000, 50), "tiny": Rate(1, 2)}
+    assert (await outcomes(lambda: rl.check_merchant("id-big", "big-shop"), 60)).count(200) == 50
+    assert (await outcomes(lambda: rl.check_merchant("id-tiny", "tiny"), 5)).count(200) == 2
+    assert (await outcomes(lambda: rl.check_merchant("id-std", "standard"), 5)).count(200) == 5
+
+
+@pytest.mark.parametrize("value", ["acme", "acme=0/10", "acme=5", "Acme=5/10", "acme=5/0"])
+def test_malformed_overrides_name_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^PAYCORE_MERCHANT_RATE_LIMIT_OVERRIDES"):
+        load_settings({"PAYCORE_ENV": "test", "PAYCORE_MERCHANT_RATE_LIMIT_OVERRIDES": value})
