@@ -201,3 +201,20 @@ def test_job_span_without_a_provider_keeps_the_causing_traceparent() -> None:
         assert traceparent_var.get() == SAMPLED_PARENT
     with tracing.job_span("webhook.deliver", SAMPLED_PARENT):
         assert traceparent_var.get() == SAMPLED_PARENT
+
+
+def test_client_errors_are_not_span_errors(spans: InMemorySpanExporter) -> None:
+    from paycore.kernel import errors
+    from paycore.kernel.errors import PaycoreError
+
+    with pytest.raises(PaycoreError), tracing.span("payment.capture"):
+        raise PaycoreError(errors.VALIDATION_FAILED, "amount too large")
+    with pytest.raises(RuntimeError), tracing.span("payment.sale"):
+        raise RuntimeError("boom")
+    client, server = spans.get_finished_spans()
+    assert (
+        client.status.status_code.name == "UNSET"
+        and client.attributes["paycore.error"] == "validation_failed"
+    )
+    assert not client.events
+    assert server.status.status_code.name == "ERROR" and server.events[0].name == "exception"

@@ -225,11 +225,27 @@ def parse_traceparent(traceparent: str | None) -> trace.SpanContext | None:
 def span(
     name: str, attributes: Mapping[str, Any] | None = None, *, kind: SpanKind = SpanKind.INTERNAL
 ) -> Iterator[trace.Span]:
-    """A child span of the active one, made current for the block; errors recorded with status."""
+    """A child span of the active one, made current for the block. An exception that answers the
+    client with a 4xx (a `status` below 500: validation, decline, idempotent replay) is noted as
+    `paycore.error`; anything else is recorded as an exception with ERROR status."""
     with _state.tracer.start_as_current_span(
-        name, kind=kind, attributes=dict(attributes) if attributes else None
+        name,
+        kind=kind,
+        attributes=dict(attributes) if attributes else None,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as current:
-        yield current
+        try:
+            yield current
+        except Exception as exc:
+            if current.is_recording():
+                status = getattr(exc, "status", None)
+                if isinstance(status, int) and status < 500:
+                    current.set_attribute("paycore.error", str(getattr(exc, "code", type(exc).__name__)))
+                else:
+                    current.record_exception(exc)
+                    current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
 
 
 @contextlib.contextmanager
