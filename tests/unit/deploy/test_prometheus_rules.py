@@ -179,7 +179,7 @@ def test_recording_rules_use_the_roadmap_names() -> None:
         "paycore:db_pool_utilization:ratio",
         "paycore:cache_hit_ratio:rate30m",
         "paycore:fd_utilization:ratio",
-        "paycore:ach_return_ratio:rate30d",
+        "paycore:ach_return_rate:max",
     ):
         assert name in recorded, name
 
