@@ -60,13 +60,21 @@ def problem_responses(accepted: type | None = None) -> dict[int, ResponseSpec]:
     return out
 
 
-IDEMPOTENCY_HEADER = HeaderParameter(
+# Declared on each handler as `idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None` so that
+# OpenAPI lists it; the handler checks it with `idempotency_for`, so a missing required key is
+# paycore's own 400 `idempotency_key_missing`, not a framework validation error.
+IDEMPOTENCY_KEY = HeaderParameter(
     name="Idempotency-Key",
     description=(
-        "1-255 visible ASCII characters, unique per operation. A retry with the same key and body "
-        "replays the first answer (`Idempotent-Replayed: true`)."
+        "Required. 1-255 visible ASCII characters, unique per operation. A retry with the same key and "
+        "body replays the first answer (`Idempotent-Replayed: true`)."
     ),
     required=True,
+)
+IDEMPOTENCY_KEY_OPTIONAL = HeaderParameter(
+    name="Idempotency-Key",
+    description="Optional: a retry with the same key and body replays the first answer",
+    required=False,
 )
 
 

@@ -112,6 +112,8 @@ async def test_health_metrics_and_openapi(api, http, token):
         "/metrics",
     ):
         assert route in paths, route
+    headers = [p["name"] for p in paths["/v1/payments"]["post"]["parameters"] if p["in"] == "header"]
+    assert "Idempotency-Key" in headers
     responses = paths["/v1/payments"]["post"]["responses"]
     for code in ("201", "202", "400", "401", "402", "409", "422", "424", "503"):
         assert code in responses, code

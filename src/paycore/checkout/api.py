@@ -12,7 +12,7 @@ The public routes are limited per client IP (SEC-4).
 from __future__ import annotations
 
 import uuid
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -23,7 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
-from paycore.api_support import IDEMPOTENCY_HEADER, idempotency_for, problem_responses, raw_response
+from paycore.api_support import IDEMPOTENCY_KEY, idempotency_for, problem_responses, raw_response
 from paycore.checkout import model, pages, schemas
 from paycore.checkout.ratelimit import IpRateLimiter, client_ip, parse_networks
 from paycore.checkout.service import SESSION_NOT_FOUND, CheckoutService
@@ -123,7 +123,6 @@ class CheckoutController(Controller):
         ),
         status_code=201,
         responses=problem_responses(),
-        parameters=[IDEMPOTENCY_HEADER],
         request_body_examples=[Example(value=_FORM_EXAMPLE)],
     )
     async def create_session(
@@ -132,6 +131,7 @@ class CheckoutController(Controller):
         data: schemas.CreateCheckoutSession,
         principal: Principal,
         checkout: CheckoutService,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.CheckoutForm]:
         idem = idempotency_for(request, data, required=True)
         assert idem is not None

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi.spec import Example
-from litestar.params import HeaderParameter, Parameter, QueryParameter
+from litestar.params import Parameter, QueryParameter
 
-from paycore.api_support import page_limit, problem_responses, raw_response
+from paycore.api_support import IDEMPOTENCY_KEY, page_limit, problem_responses, raw_response
 from paycore.idempotency import model as idem_model
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
@@ -26,16 +26,6 @@ from paycore.payment_methods.service import STATES, TYPES, ListQuery, PaymentMet
 
 _CUSTOMER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CUSTOMER_PARAM = Parameter(description="The merchant's customer reference (1-64 of A-Za-z0-9_.:-)")
-# Declared on the handler (not `parameters=`) so that OpenAPI lists it; checked by the handler, so
-# a missing key is paycore's 400 `idempotency_key_missing`.
-_IDEMPOTENCY_KEY = HeaderParameter(
-    name="Idempotency-Key",
-    description=(
-        "Required. 1-255 visible ASCII characters, unique per operation. A retry with the same key and "
-        "body replays the first answer (`Idempotent-Replayed: true`)."
-    ),
-    required=True,
-)
 _STATE_CHANGE = (
     "Naturally idempotent (no `Idempotency-Key` needed). Answers the payment method; 404 when it "
     "does not exist, is deleted or belongs to another customer or merchant."
@@ -112,7 +102,7 @@ class PaymentMethodController(Controller):
         data: schemas.SavePaymentMethod,
         principal: Principal,
         payment_methods: PaymentMethodService,
-        idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.PaymentMethodOut]:
         customer = _customer(customer_id)
         key = idem_model.validate_key(idempotency_key, required=True)

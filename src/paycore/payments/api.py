@@ -11,7 +11,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from paycore.api_support import (
-    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY,
     idempotency_for,
     page_limit,
     problem_responses,
@@ -49,7 +49,6 @@ class PaymentController(Controller):
         ),
         status_code=201,
         responses=problem_responses(schemas.PaymentOut),
-        parameters=[IDEMPOTENCY_HEADER],
         request_body_examples=[
             Example(value={"amount": 1050, "currency": "USD", "token": "09LMQ8YKX6YTRR5TEUW1"})
         ],
@@ -60,6 +59,7 @@ class PaymentController(Controller):
         data: schemas.CreatePayment,
         principal: Principal,
         payments: PaymentService,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.PaymentOut]:
         idem = idempotency_for(request, data, required=True)
         assert idem is not None
@@ -113,7 +113,6 @@ class PaymentController(Controller):
         summary="Capture an authorization (all, or part; several partial captures allowed)",
         status_code=201,
         responses=problem_responses(schemas.OperationOut),
-        parameters=[IDEMPOTENCY_HEADER],
     )
     async def capture_payment(
         self,
@@ -122,6 +121,7 @@ class PaymentController(Controller):
         principal: Principal,
         payments: PaymentService,
         data: schemas.CapturePayment | None = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.OperationOut]:
         body = data or schemas.CapturePayment()
         idem = idempotency_for(request, body, required=True)
@@ -133,7 +133,6 @@ class PaymentController(Controller):
         summary="Refund a payment (all that remains, or part; several partial refunds allowed)",
         status_code=201,
         responses=problem_responses(schemas.OperationOut),
-        parameters=[IDEMPOTENCY_HEADER],
     )
     async def refund_payment(
         self,
@@ -142,6 +141,7 @@ class PaymentController(Controller):
         principal: Principal,
         payments: PaymentService,
         data: schemas.RefundPayment | None = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.OperationOut]:
         body = data or schemas.RefundPayment()
         idem = idempotency_for(request, body, required=True)
@@ -153,7 +153,6 @@ class PaymentController(Controller):
         summary="Void a payment (an authorization with nothing captured, an unsettled sale) or one capture",
         status_code=200,
         responses=problem_responses(schemas.OperationOut),
-        parameters=[IDEMPOTENCY_HEADER],
     )
     async def void_payment(
         self,
@@ -162,6 +161,7 @@ class PaymentController(Controller):
         principal: Principal,
         payments: PaymentService,
         data: schemas.VoidPayment | None = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.OperationOut]:
         body = data or schemas.VoidPayment()
         idem = idempotency_for(request, body, required=True)

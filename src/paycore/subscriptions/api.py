@@ -7,31 +7,22 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.openapi.spec import Example
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import Parameter
 
-from paycore.api_support import idempotency_for, page_limit, problem_responses, raw_response
+from paycore.api_support import (
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_OPTIONAL,
+    idempotency_for,
+    page_limit,
+    problem_responses,
+    raw_response,
+)
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import parse_uuid
 from paycore.merchants.model import Principal
 from paycore.subscriptions import model, schemas
 from paycore.subscriptions.service import ListQuery, SubscriptionService
-
-# Declared on the handlers (not `parameters=`) so that OpenAPI lists them; checked by
-# `idempotency_for`, so a missing required key is paycore's 400 `idempotency_key_missing`.
-_REQUIRED_KEY = HeaderParameter(
-    name="Idempotency-Key",
-    description=(
-        "Required. 1-255 visible ASCII characters, unique per operation. A retry with the same key and "
-        "body replays the first answer (`Idempotent-Replayed: true`)."
-    ),
-    required=True,
-)
-_OPTIONAL_KEY = HeaderParameter(
-    name="Idempotency-Key",
-    description="Optional: a retry with the same key and body replays the first answer",
-    required=False,
-)
 
 
 def _sub_id(raw: str) -> uuid.UUID:
@@ -73,7 +64,7 @@ class SubscriptionController(Controller):
         data: schemas.CreateSubscription,
         principal: Principal,
         subscriptions: SubscriptionService,
-        idempotency_key: Annotated[str | None, _REQUIRED_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[schemas.SubscriptionOut]:
         idem = idempotency_for(request, data, required=True)
         assert idem is not None
@@ -165,7 +156,7 @@ class SubscriptionController(Controller):
         data: schemas.UpdateSubscription,
         principal: Principal,
         subscriptions: SubscriptionService,
-        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY_OPTIONAL] = None,
     ) -> Response[schemas.SubscriptionOut]:
         return await self._update(request, subscription_id, data, principal, subscriptions)
 
@@ -182,7 +173,7 @@ class SubscriptionController(Controller):
         data: schemas.UpdateSubscription,
         principal: Principal,
         subscriptions: SubscriptionService,
-        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY_OPTIONAL] = None,
     ) -> Response[schemas.SubscriptionOut]:
         return await self._update(request, subscription_id, data, principal, subscriptions)
 
@@ -198,7 +189,7 @@ class SubscriptionController(Controller):
         subscription_id: str,
         principal: Principal,
         subscriptions: SubscriptionService,
-        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY_OPTIONAL] = None,
     ) -> Response[schemas.SubscriptionOut]:
         idem = idempotency_for(request, {}, required=False)
         return raw_response(await subscriptions.pause(principal, _sub_id(subscription_id), idem))
@@ -215,7 +206,7 @@ class SubscriptionController(Controller):
         subscription_id: str,
         principal: Principal,
         subscriptions: SubscriptionService,
-        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY_OPTIONAL] = None,
     ) -> Response[schemas.SubscriptionOut]:
         idem = idempotency_for(request, {}, required=False)
         return raw_response(await subscriptions.resume(principal, _sub_id(subscription_id), idem))
@@ -233,7 +224,7 @@ class SubscriptionController(Controller):
         principal: Principal,
         subscriptions: SubscriptionService,
         data: schemas.CancelSubscription | None = None,
-        idempotency_key: Annotated[str | None, _OPTIONAL_KEY] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY_OPTIONAL] = None,
     ) -> Response[schemas.SubscriptionOut]:
         body = data or schemas.CancelSubscription()
         idem = idempotency_for(request, body, required=False)
