@@ -53,6 +53,23 @@ def test_rule_files_pass_promtool_check() -> None:
 
 
 @needs_promtool
+def test_prometheus_config_loads_the_rules_and_scrapes_both_roles() -> None:
+    assert PROMTOOL is not None
+    config_path = PROMETHEUS / "prometheus.yml"
+    result = subprocess.run(
+        [PROMTOOL, "check", "config", config_path.name],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = _load(config_path)
+    assert config["rule_files"] == ["rules.yml", "alerts.yml"]
+    assert {job["job_name"] for job in config["scrape_configs"]} == {"paycore", "paycore-worker"}
+
+
+@needs_promtool
 @pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
 def test_promtool_unit_tests(test_file: Path) -> None:
     assert PROMTOOL is not None
