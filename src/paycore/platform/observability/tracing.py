@@ -6,7 +6,7 @@
   (SEC-1) before a span leaves the process.
 * Unsampled requests still get a valid trace context, so `trace_id` on log lines and the
   `traceparent` sent to the gateway and stored on outbox rows always exist.
-* Span names: `HTTP <METHOD> <route template>` (server), `payment.<operation>`, `db.<query name>`,
+* Span names: `<METHOD> <route template>` (HTTP server), `payment.<operation>`, `db.<query name>`,
   `gateway.<operation>`, `job.<name>` and `webhook.deliver` (new roots linked to their cause).
 * DB spans are created only under a recording parent: a query outside a sampled trace costs one
   `is_recording()` check.
@@ -39,17 +39,25 @@ __all__ = [
     "MaskingSpanProcessor",
     "TracedTransactionProcessor",
     "configure_tracing",
+    "current_span",
     "current_trace_ids",
     "current_traceparent",
     "db_span",
+    "end_db_span",
     "extract_context",
+    "finish_server_span",
+    "format_traceparent",
     "job_span",
+    "mask_span",
     "parse_traceparent",
     "server_span",
+    "set_error",
     "shutdown_tracing",
     "span",
     "start_linked_root",
+    "start_server_span",
     "traceparent_headers",
+    "tracer",
 ]
 
 TRACER_NAME: Final = "paycore"
