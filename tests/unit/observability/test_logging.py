@@ -280,3 +280,26 @@ def test_sampling_targets_by_environment() -> None:
     assert plog.sampling_target_for("production") == 100
     assert plog.sampling_target_for("staging") == 500
     assert plog.sampling_target_for("development") == 999_999
+
+
+class _SlowStream(io.StringIO):
+    """A stdout that blocks on every write (a full pipe, a slow log shipper)."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0.2)
+        return super().write(text)
+
+
+def test_a_blocked_stdout_never_blocks_the_caller() -> None:
+    stream = _SlowStream()
+    configure_logging("info", stream=stream)
+    try:
+        log = structlog.get_logger("paycore.test")
+        started = time.monotonic()
+        for i in range(5):
+            log.warning("event", n=i)
+        caller_time = time.monotonic() - started
+    finally:
+        flush_logs()  # the listener thread finishes the writes (≥ 1 s in total)
+    assert caller_time < 0.5  # the caller only rendered and enqueued
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == [0, 1, 2, 3, 4]
