@@ -86,7 +86,11 @@ def _on_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Respo
     return _problem(PaycoreError(errors.VALIDATION_FAILED, message, param=param))
 
 
-def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if "path_template" not in request.scope:
+        # refused by the router (unknown path, method not allowed) before the request envelope
+        # runs: still counted, under the bounded route label "unmatched"
+        m.HTTP_REQUESTS.labels("unmatched", request.method, str(exc.status_code)).inc()
     spec = {
         400: errors.MALFORMED_REQUEST,
         401: errors.UNAUTHENTICATED,

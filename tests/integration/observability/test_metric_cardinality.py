@@ -100,6 +100,7 @@ async def test_metric_cardinality_bounded(clean_db: str, epx_sim: Any, sim_contr
     assert set(labelled) <= merchants and "other" in merchants  # both kinds were recorded
     routes = {dict(labels)["route"] for labels in series["http_requests"]}
     assert all(route.startswith("/") or route == "unmatched" for route in routes)
+    assert "unmatched" in routes  # paths the router refused are counted too, under one label
     assert not any(UUID_LIKE.search(route) for route in routes)
     assert "/v1/payments/{payment_id}" in routes or "/v1/payments/{payment_id:str}" in routes
     assert "payment_transactions_total" in text
