@@ -2,7 +2,7 @@
 
 A tiny pool (4) and a lock that makes every payment statement wait: the pool's connections are all
 held by waiting requests, the rest fail fast with 503 `database_unavailable` after the acquire
-timeout (0.5 s here), none hangs past its budget, and the pool metrics show it. After the lock is
+timeout (1 s here), none hangs past its budget, and the pool metrics show it. After the lock is
 released the service recovers within 5 s. Then `pg_terminate_backend` on every server connection:
 the next requests succeed. The ledger check ends it."""
 
@@ -18,7 +18,7 @@ from tests.support.chaos import ChaosStack, Load, metric, metric_sum
 
 pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 
-ENV = {"PAYCORE_DB_MAX_CONNS": "4", "PAYCORE_DB_MIN_CONNS": "1", "PAYCORE_DB_ACQUIRE_TIMEOUT": "500ms"}
+ENV = {"PAYCORE_DB_MAX_CONNS": "4", "PAYCORE_DB_MIN_CONNS": "1", "PAYCORE_DB_ACQUIRE_TIMEOUT": "1s"}
 
 
 async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
@@ -32,13 +32,14 @@ async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
             await tx.start()
             await holder.execute("LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE")
             locked = time.monotonic()
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(3.0)
             saturated = await stack.metrics()
             await tx.rollback()
             released = time.monotonic()
         finally:
             await holder.close()
-        await asyncio.sleep(5.0)
+        await asyncio.sleep(6.0)
+        terminating = time.monotonic()
         terminator = await asyncpg.connect(clean_db)
         try:
             killed = await terminator.fetchval(
@@ -59,22 +60,26 @@ async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
     assert report.statuses()[500] == 0, errors[:3]
     held = report.between(locked + 0.1, released)
     refused = [o for o in held if o.status == 503]
-    assert len(refused) >= 10
+    assert len(refused) >= 6
     assert {o.code for o in refused} == {"database_unavailable"}
     assert {o.status for o in held} <= {201, 202, 503}
-    assert max(o.elapsed for o in held) < 3.0, "a request waited past its acquire/query budget"
+    # at worst an acquire wait (1 s) then a statement cut at its tier (2 s): inside the 5 s budget
+    assert max(o.elapsed for o in held) < 4.0, "a request waited past its acquire/query budget"
     fast = sorted(o.elapsed for o in refused)
-    assert fast[len(fast) // 2] < 1.5  # most fail at the 0.5 s acquire timeout
+    assert fast[len(fast) // 2] < 2.0  # most fail at the 1 s acquire timeout
     # the metrics show the saturation
     assert (
         metric(saturated, "db_pool_acquired_connections") == metric(saturated, "db_pool_max_connections") == 4
     )
-    assert metric(saturated, "db_pool_acquire_duration_seconds_count", status="timeout") >= 10
-    assert metric(saturated, "db_pool_empty_acquire_total") >= 10
-    assert metric(saturated, "db_pool_canceled_acquire_total") >= 10
-    assert metric_sum(saturated, "http_requests_total", code="503") >= 10
+    assert metric(saturated, "db_pool_acquire_duration_seconds_count", status="timeout") >= 4
+    assert metric(saturated, "db_pool_empty_acquire_total") >= 4
+    assert metric(saturated, "db_pool_canceled_acquire_total") >= 4
+    assert metric_sum(saturated, "http_requests_total", code="503") >= 6
     # recovery within 5 s of the release, and after the backends were terminated
-    after_release = report.between(released + 5.0, terminated)
+    # every request from 5 s after the release on succeeds (those caught by the termination aside)
+    after_release = [
+        o for o in report.between(released + 5.0, terminating) if o.started + o.elapsed < terminating
+    ]
     assert after_release and all(o.status == 201 for o in after_release), (report.statuses(), errors[:5])
     assert killed >= 1
     after_terminate = report.between(terminated + 0.5, ended)

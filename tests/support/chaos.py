@@ -130,7 +130,7 @@ class Outcome:
     status: int  # 0: no HTTP answer (connection refused/reset, client timeout)
     code: str | None = None  # problem `code`, or the payment's `status`
     payment_id: str | None = None
-    error: str | None = None
+    error: str | None = None  # the client-side exception, or the problem's `detail`
 
 
 @dataclass
@@ -176,6 +176,8 @@ class Load:
                 if isinstance(body, dict):
                     outcome.code = body.get("code") or body.get("status")
                     outcome.payment_id = body.get("id") or body.get("payment_id")
+                    if resp.status >= 400:
+                        outcome.error = body.get("detail")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             outcome.error = type(exc).__name__
         outcome.elapsed = time.monotonic() - started

@@ -50,7 +50,8 @@ async def test_query_timeout_cancels_the_backend(db):
         Query(
             "test.active",
             Tier.SIMPLE,
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+            " AND datname = current_database()",
         )
     )
     assert active == 0
