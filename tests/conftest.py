@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 
 os.environ.setdefault("PAYCORE_ENV", "test")
 os.environ.setdefault("PAYCORE_LOG_LEVEL", "warning")
@@ -16,6 +17,18 @@ from tests.support.leaks import add_guards, leak_guard, task_leak_guard
 from tests.support.sim_fixtures import epx_sim, sim_control
 
 __all__ = ["epx_sim", "leak_guard", "sim_control", "task_leak_guard"]
+
+
+def _configure_uncached(*args: object, **kwargs: object) -> None:
+    # An app built in-process (create_app → configure_logging) would cache every structlog logger
+    # it touches; `capture_logs()` in any later test of that worker would then see nothing. The
+    # test process never caches loggers (servers in subprocesses are unaffected).
+    kwargs["cache_logger_on_first_use"] = False
+    _structlog_configure(*args, **kwargs)
+
+
+_structlog_configure = structlog.configure
+structlog.configure = _configure_uncached  # type: ignore[assignment]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
