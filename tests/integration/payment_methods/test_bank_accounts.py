@@ -34,6 +34,13 @@ from tests.integration.payment_methods.helpers import (
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+async def _fresh_simulator(sim_control):
+    """The returns feed lists every return of the sandbox merchant: start each test from an empty
+    simulator so returns left by earlier tests (same worker, same simulator) are not ingested."""
+    await sim_control.reset()
+
+
 async def created_at(dsn: str, method_id: uuid.UUID) -> datetime:
     [row] = await sql(dsn, "SELECT created_at FROM customer_payment_methods WHERE id = $1", method_id)
     return row["created_at"]
