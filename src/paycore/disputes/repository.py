@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from paycore.platform.db import Connection, Database, Query, Tier
+from paycore.platform.db.keyset import keyset, listing_name
 
 COLUMNS = """id, merchant_id, case_number, status, gateway_status, dispute_type, reason_code,
     reason_description, reason_category, card_brand, card_last4, tran_nbr, transaction_id, payment_id,
@@ -134,31 +135,13 @@ class DisputeRepository:
         before: tuple[datetime, uuid.UUID] | None,
     ) -> list[Any]:
         args: list[Any] = [merchant_id, limit]
-        where: list[str] = []
-        if status is not None:
-            args.append(status)
-            where.append(f"AND status = ${len(args)}")
-        if payment_id is not None:
-            args.append(payment_id)
-            where.append(f"AND payment_id = ${len(args)}")
-        if created_gte is not None:
-            args.append(created_gte)
-            where.append(f"AND created_at >= ${len(args)}")
-        if created_lt is not None:
-            args.append(created_lt)
-            where.append(f"AND created_at < ${len(args)}")
-        order = "created_at DESC, id DESC"
-        if after is not None:
-            args.extend(after)
-            where.append(f"AND (created_at, id) < (${len(args) - 1}, ${len(args)})")
-        elif before is not None:
-            args.extend(before)
-            where.append(f"AND (created_at, id) > (${len(args) - 1}, ${len(args)})")
-            order = "created_at ASC, id ASC"
-        name = "disputes.list" + "".join(
-            f".{k}" for k, v in (("status", status), ("payment", payment_id)) if v is not None
+        equals = (("status", status), ("payment_id", payment_id))
+        page = keyset(
+            args, equals=equals, created_gte=created_gte, created_lt=created_lt, after=after, before=before
         )
-        rows = list(await self.db.fetch(_list(name, " ".join(where), order), *args))
-        if before is not None:
+        rows = list(
+            await self.db.fetch(_list(listing_name("disputes.list", equals), page.where, page.order), *args)
+        )
+        if page.reverse:
             rows.reverse()
         return rows

@@ -17,6 +17,7 @@ import msgspec
 from paycore.idempotency.model import IdempotencyRequest
 from paycore.payments.model import Entry, Group, TxStatus, TxType
 from paycore.platform.db import Connection, Database, Query, Tier
+from paycore.platform.db.keyset import keyset, listing_name
 
 _COLUMNS = """id, merchant_id, group_id, parent_id, depth, type, payment_type, status, source, amount,
     currency, tran_nbr, tran_type, batch_id, orig_auth_guid, auth_guid, auth_resp, auth_code,
@@ -375,34 +376,14 @@ class PaymentRepository:
         after: tuple[datetime, uuid.UUID] | None,
         before: tuple[datetime, uuid.UUID] | None,
     ) -> list[TxnRow]:
-        where: list[str] = []
         args: list[Any] = [merchant_id, limit]
-        if status is not None:
-            args.append(status)
-            where.append(f"AND status = ${len(args)}")
-        if customer_id is not None:
-            args.append(customer_id)
-            where.append(f"AND customer_id = ${len(args)}")
-        if created_gte is not None:
-            args.append(created_gte)
-            where.append(f"AND created_at >= ${len(args)}")
-        if created_lt is not None:
-            args.append(created_lt)
-            where.append(f"AND created_at < ${len(args)}")
-        order = "created_at DESC, id DESC"
-        if after is not None:
-            args.extend(after)
-            where.append(f"AND (created_at, id) < (${len(args) - 1}, ${len(args)})")
-        elif before is not None:
-            args.extend(before)
-            where.append(f"AND (created_at, id) > (${len(args) - 1}, ${len(args)})")
-            order = "created_at ASC, id ASC"
-        name = "payments.list" + "".join(
-            f".{k}" for k, v in (("status", status), ("customer", customer_id)) if v is not None
+        equals = (("status", status), ("customer_id", customer_id))
+        page = keyset(
+            args, equals=equals, created_gte=created_gte, created_lt=created_lt, after=after, before=before
         )
-        rows = await self.db.fetch(_list_query(name, " ".join(where), order), *args)
-        out = [row_to_txn(r) for r in rows]
-        if before is not None:
+        query = _list_query(listing_name("payments.list", equals), page.where, page.order)
+        out = [row_to_txn(r) for r in await self.db.fetch(query, *args)]
+        if page.reverse:
             out.reverse()
         return out
 

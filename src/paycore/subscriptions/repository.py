@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 
 from paycore.platform.db import Connection, Database, Query, Tier
+from paycore.platform.db.keyset import keyset, listing_name
 from paycore.subscriptions.model import Subscription
 
 COLUMNS: Final = """id, merchant_id, customer_id, payment_method_id, status, amount, currency, interval_unit,
@@ -333,24 +334,12 @@ class SubscriptionRepository:
         after: tuple[datetime, uuid.UUID] | None,
         before: tuple[datetime, uuid.UUID] | None,
     ) -> list[Subscription]:
-        where: list[str] = []
         args: list[Any] = [merchant_id, limit]
-        filters = (("status", status), ("customer_id", customer_id), ("payment_method_id", payment_method_id))
-        for column, value in filters:
-            if value is not None:
-                args.append(value)
-                where.append(f"AND {column} = ${len(args)}")
-        order = "created_at DESC, id DESC"
-        if after is not None:
-            args.extend(after)
-            where.append(f"AND (created_at, id) < (${len(args) - 1}, ${len(args)})")
-        elif before is not None:
-            args.extend(before)
-            where.append(f"AND (created_at, id) > (${len(args) - 1}, ${len(args)})")
-            order = "created_at ASC, id ASC"
-        name = "subscriptions.list" + "".join(f".{c}" for c, v in filters if v is not None)
-        rows = [_sub(r) for r in await self.db.fetch(_list_query(name, " ".join(where), order), *args)]
-        if before is not None:
+        equals = (("status", status), ("customer_id", customer_id), ("payment_method_id", payment_method_id))
+        page = keyset(args, equals=equals, after=after, before=before)
+        query = _list_query(listing_name("subscriptions.list", equals), page.where, page.order)
+        rows = [_sub(r) for r in await self.db.fetch(query, *args)]
+        if page.reverse:
             rows.reverse()
         return rows
 

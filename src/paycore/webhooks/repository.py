@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from paycore.platform.db import Connection, Database, Query, Tier
+from paycore.platform.db.keyset import keyset
 
 _ENDPOINT_COLUMNS = """id, merchant_id, url, description, event_types, status, disabled_reason, metadata,
     secret_ciphertext, secret_key_version, previous_secret_ciphertext, previous_secret_key_version,
@@ -514,26 +515,17 @@ class WebhookRepository:
         before: tuple[datetime, uuid.UUID] | None,
     ) -> list[EventRow]:
         args: list[Any] = [merchant_id, limit, window]
-        where: list[str] = []
-        if event_type is not None:
-            args.append(event_type)
-            where.append(f"AND e.event_type = ${len(args)}")
-        if created_gte is not None:
-            args.append(created_gte)
-            where.append(f"AND e.created_at >= ${len(args)}")
-        if created_lt is not None:
-            args.append(created_lt)
-            where.append(f"AND e.created_at < ${len(args)}")
-        order = "e.created_at DESC, e.id DESC"
-        if after is not None:
-            args.extend(after)
-            where.append(f"AND (e.created_at, e.id) < (${len(args) - 1}, ${len(args)})")
-        elif before is not None:
-            args.extend(before)
-            where.append(f"AND (e.created_at, e.id) > (${len(args) - 1}, ${len(args)})")
-            order = "e.created_at ASC, e.id ASC"
-        rows = [EventRow(**dict(r)) for r in await self.db.fetch(_list_events(" ".join(where), order), *args)]
-        if before is not None:
+        page = keyset(
+            args,
+            equals=(("event_type", event_type),),
+            created_gte=created_gte,
+            created_lt=created_lt,
+            after=after,
+            before=before,
+            alias="e",
+        )
+        rows = [EventRow(**dict(r)) for r in await self.db.fetch(_list_events(page.where, page.order), *args)]
+        if page.reverse:
             rows.reverse()
         return rows
 
