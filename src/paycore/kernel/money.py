@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Final
 
 import msgspec
@@ -68,3 +69,16 @@ def from_gateway_amount(text: str) -> int:
     if match is None:
         raise ValueError(f"invalid gateway amount {text!r}")
     return int(match.group(1)) * 100 + int(match.group(2))
+
+
+def decimal_to_cents(amount: Decimal) -> int:
+    """Decimal dollars (parsed from JSON text, never a float) → integer cents.
+
+    Raises ValueError for a negative, non-finite or sub-cent amount."""
+    try:
+        cents = amount * 100
+        if not amount.is_finite() or amount < 0 or cents != cents.to_integral_value():
+            raise ValueError(f"invalid amount {amount}")
+    except InvalidOperation as exc:
+        raise ValueError(f"invalid amount {amount}") from exc
+    return int(cents)

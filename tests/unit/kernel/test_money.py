@@ -29,3 +29,22 @@ def test_money_refuses_floats_and_unknown_currencies():
         Money(100, "XXX")
     assert str(Money(1050, "USD")) == "10.50 USD"
     assert format_minor_units(500, "JPY") == "500"
+
+
+@pytest.mark.parametrize(("text", "cents"), [("10.50", 1050), ("0", 0), ("1234567.89", 123456789), ("2.5", 250)])
+def test_decimal_to_cents(text, cents):
+    from decimal import Decimal
+
+    from paycore.kernel.money import decimal_to_cents
+
+    assert decimal_to_cents(Decimal(text)) == cents
+
+
+@pytest.mark.parametrize("text", ["-1.00", "1.005", "NaN", "Infinity"])
+def test_decimal_to_cents_refuses_bad_amounts(text):
+    from decimal import Decimal
+
+    from paycore.kernel.money import decimal_to_cents
+
+    with pytest.raises(ValueError):
+        decimal_to_cents(Decimal(text))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Final, Protocol
 
 import aiohttp
@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from paycore.gateway.port import CircuitOpenError, MerchantKey
+from paycore.kernel.money import decimal_to_cents
 from paycore.platform.resilience import deadline
 from paycore.platform.resilience.breaker import CircuitBreaker
 
@@ -87,12 +88,9 @@ def _cents(amount: Decimal | None) -> int | None:
     if amount is None:
         return None
     try:
-        cents = amount * 100
-        if not amount.is_finite() or amount < 0 or cents != cents.to_integral_value():
-            return None
-    except (InvalidOperation, ValueError):
+        return decimal_to_cents(amount)
+    except ValueError:
         return None
-    return int(cents)
 
 
 def parse_returns(body: bytes) -> list[AchReturn]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -37,6 +37,7 @@ from paycore.gateway.port import (
     ReportedTransaction,
     ReportUnavailable,
 )
+from paycore.kernel.money import decimal_to_cents
 from paycore.platform.resilience import deadline
 from paycore.platform.resilience.breaker import CircuitBreaker
 
@@ -77,12 +78,9 @@ def _cents(amount: Decimal | None) -> int | None:
     if amount is None:
         return None
     try:
-        cents = amount * 100
-        if not amount.is_finite() or amount < 0 or cents != cents.to_integral_value():
-            raise ValueError
-    except (InvalidOperation, ValueError):
+        return decimal_to_cents(amount)
+    except ValueError:
         raise _Unavailable("the report carries an invalid amount", healthy=False) from None
-    return int(cents)
 
 
 def _tran_nbr(value: int | str) -> int | None:

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final, Protocol
 
 import aiohttp
@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from paycore.gateway.port import CircuitOpenError
+from paycore.kernel.money import decimal_to_cents
 from paycore.platform.resilience import deadline
 from paycore.platform.resilience.breaker import CircuitBreaker
 
@@ -117,15 +118,7 @@ class WindowResult:
 
 def to_cents(amount: Decimal | None) -> int | None:
     """Decimal dollars → integer cents; more than two decimals or a negative value is refused."""
-    if amount is None:
-        return None
-    try:
-        cents = amount * 100
-        if not amount.is_finite() or amount < 0 or cents != cents.to_integral_value():
-            raise ValueError(f"invalid amount {amount}")
-    except InvalidOperation as exc:
-        raise ValueError(f"invalid amount {amount}") from exc
-    return int(cents)
+    return None if amount is None else decimal_to_cents(amount)
 
 
 def split_window(start: date, end: date) -> tuple[tuple[date, date], tuple[date, date]] | None:
