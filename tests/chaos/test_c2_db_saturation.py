@@ -32,7 +32,8 @@ async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
             await tx.start()
             await holder.execute("LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE")
             locked = time.monotonic()
-            await asyncio.sleep(3.0)
+            # long enough for several acquire timeouts per client even on a busy machine
+            await asyncio.sleep(4.5)
             saturated = await stack.metrics()
             await tx.rollback()
             released = time.monotonic()
