@@ -14,6 +14,10 @@ from paycore.idempotency.model import IdempotencyRequest
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 
+# Route `opt` key: the response is a single small object, not worth the compression wrapper.
+SKIP_COMPRESSION = "skip_compression"
+NO_COMPRESSION: dict[str, object] = {SKIP_COMPRESSION: True}
+
 
 class Problem(msgspec.Struct, kw_only=True):
     """RFC 9457 problem details, plus paycore's stable `code`."""

@@ -21,6 +21,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from paycore import __version__
+from paycore.api_support import SKIP_COMPRESSION
 from paycore.bootstrap import Container, build_container
 from paycore.checkout.api import route_handlers as checkout_routes
 from paycore.config import Settings, load_settings
@@ -313,6 +314,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             minimum_size=settings.gzip_min_size,
             gzip_compress_level=settings.gzip_level,
             exclude=["/metrics", "/healthz", "/readyz"],
+            # single-object answers of the hot path stay near or under the minimum size: skip the
+            # per-request compression wrapper there (docs/benchmarks.md)
+            exclude_opt_key=SKIP_COMPRESSION,
         )
         if settings.compression_enabled
         else None,

@@ -12,6 +12,7 @@ from litestar.params import Parameter
 
 from paycore.api_support import (
     IDEMPOTENCY_KEY,
+    NO_COMPRESSION,
     idempotency_for,
     page_limit,
     problem_responses,
@@ -48,6 +49,7 @@ class PaymentController(Controller):
             "gateway is unavailable (nothing was charged; the key may be reused)."
         ),
         status_code=201,
+        opt=NO_COMPRESSION,
         responses=problem_responses(schemas.PaymentOut),
         request_body_examples=[
             Example(value={"amount": 1050, "currency": "USD", "token": "09LMQ8YKX6YTRR5TEUW1"})
@@ -112,6 +114,7 @@ class PaymentController(Controller):
         "/{payment_id:str}/capture",
         summary="Capture an authorization (all, or part; several partial captures allowed)",
         status_code=201,
+        opt=NO_COMPRESSION,
         responses=problem_responses(schemas.OperationOut),
     )
     async def capture_payment(
@@ -132,6 +135,7 @@ class PaymentController(Controller):
         "/{payment_id:str}/refunds",
         summary="Refund a payment (all that remains, or part; several partial refunds allowed)",
         status_code=201,
+        opt=NO_COMPRESSION,
         responses=problem_responses(schemas.OperationOut),
     )
     async def refund_payment(
@@ -152,6 +156,7 @@ class PaymentController(Controller):
         "/{payment_id:str}/void",
         summary="Void a payment (an authorization with nothing captured, an unsettled sale) or one capture",
         status_code=200,
+        opt=NO_COMPRESSION,
         responses=problem_responses(schemas.OperationOut),
     )
     async def void_payment(
