@@ -229,6 +229,28 @@ UNRESOLVED = Query(
            AND NOT (source = 'browser_post' AND status = 'pending')
          ORDER BY updated_at LIMIT $2""",
 )
+# Hosted-checkout rows that expired without their callback, not yet checked against the report.
+EXPIRED_BROWSER_POSTS = Query(
+    "payments.expired_browser_posts",
+    Tier.STANDARD,
+    f"""SELECT {_COLUMNS} FROM transactions
+         WHERE status = 'expired' AND failure_code = 'checkout_expired'
+           AND source = 'browser_post' AND type IN ('sale', 'auth')
+         ORDER BY updated_at LIMIT $1""",
+)
+MARK_EXPIRED_UNPAID = Query(
+    "payments.mark_expired_unpaid",
+    Tier.SIMPLE,
+    """UPDATE transactions SET failure_code = 'checkout_expired_unpaid', updated_at = now()
+        WHERE id = $1 AND status = 'expired' AND failure_code = 'checkout_expired'""",
+)
+REOPEN_EXPIRED = Query(
+    "payments.reopen_expired",
+    Tier.SIMPLE,
+    """UPDATE transactions SET status = 'unknown', updated_at = now()
+        WHERE id = $1 AND status = 'expired' AND failure_code = 'checkout_expired'
+       RETURNING id""",
+)
 MARK_UNKNOWN = Query(
     "payments.mark_unknown",
     Tier.SIMPLE,
@@ -386,6 +408,15 @@ class PaymentRepository:
         if page.reverse:
             out.reverse()
         return out
+
+    async def expired_browser_posts(self, limit: int) -> list[TxnRow]:
+        return [row_to_txn(r) for r in await self.db.fetch(EXPIRED_BROWSER_POSTS, limit)]
+
+    async def mark_expired_unpaid(self, txn_id: uuid.UUID) -> None:
+        await self.db.execute(MARK_EXPIRED_UNPAID, txn_id)
+
+    async def reopen_expired(self, con: Connection, txn_id: uuid.UUID) -> bool:
+        return await con.fetchrow(REOPEN_EXPIRED, txn_id) is not None
 
     async def unresolved(self, older_than_seconds: float, limit: int) -> list[TxnRow]:
         return [row_to_txn(r) for r in await self.db.fetch(UNRESOLVED, older_than_seconds, limit)]

@@ -861,10 +861,43 @@ class PaymentService:
             outcome = await self._apply_report(merchant, row, reported)
             counts[outcome] = counts.get(outcome, 0) + 1
             m.RECONCILIATIONS.labels(outcome).inc()
+        await self._check_expired_browser_posts(counts, limit)
         return counts
 
+    async def _check_expired_browser_posts(self, counts: dict[str, int], limit: int) -> None:
+        """A hosted-checkout sale or authorization that expired without its callback may still have
+        been paid (the shopper's redirect was lost). Each is looked up once in the gateway's report:
+        processed → its outcome is applied like any reconciliation; not processed → it stays
+        `expired` for good (`checkout_expired_unpaid`)."""
+        assert self.report is not None
+        for row in await self.repo.expired_browser_posts(limit):
+            merchant = await self.merchant_lookup(row.merchant_id)
+            if merchant is None:
+                counts["skipped"] += 1
+                continue
+            try:
+                reported = await self.report.lookup(merchant.epx, row.tran_nbr)
+            except ReportUnavailable:
+                counts["skipped"] += 1
+                m.RECONCILIATIONS.labels("skipped").inc()
+                continue
+            if reported is None:
+                await self.repo.mark_expired_unpaid(row.id)
+                counts["expired"] = counts.get("expired", 0) + 1
+                m.RECONCILIATIONS.labels("expired").inc()
+                continue
+            log.error("browser_post_paid_after_expiry", transaction_id=str(row.id), tran_nbr=row.tran_nbr)
+            outcome = await self._apply_report(merchant, row, reported, reopen_expired=True)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            m.RECONCILIATIONS.labels(outcome).inc()
+
     async def _apply_report(
-        self, merchant: Merchant, row: TxnRow, reported: ReportedTransaction | None
+        self,
+        merchant: Merchant,
+        row: TxnRow,
+        reported: ReportedTransaction | None,
+        *,
+        reopen_expired: bool = False,
     ) -> str:
         result = report_to_result(reported)
         async with self.db.transaction() as con:
@@ -873,6 +906,11 @@ class PaymentService:
                 return "skipped"
             root, children = locked
             current = root if row.id == root.id else next((c for c in children if c.id == row.id), None)
+            if current is not None and reopen_expired and current.status == "expired":
+                # the gateway did process it: the outcome replaces the expiry, in this transaction
+                if not await self.repo.reopen_expired(con, current.id):
+                    return "skipped"
+                current = msgspec.structs.replace(current, status="unknown")
             if current is None or current.status not in ("pending", "unknown"):
                 return "skipped"
             response = result.response

@@ -447,3 +447,32 @@ async def test_declined_sale_emits_payment_failed(container, principal, browser,
     )
     assert url == DECLINE_URL and params["status"] == "declined"
     assert await events(clean_db, form.payment_id) == ["payment.failed"]
+
+
+async def test_paid_session_whose_redirect_was_lost_is_reconciled_not_left_expired(
+    container, principal, browser, epx_sim, clean_db
+):
+    paid = await create(container, principal)
+    unpaid = await create(container, principal)
+    await pay(browser, epx_sim, paid)  # the gateway approves; the shopper's redirect never arrives
+    con = await asyncpg.connect(clean_db)
+    try:
+        await con.execute("UPDATE checkout_sessions SET expires_at = now() - interval '1 second'")
+    finally:
+        await con.close()
+    from paycore.checkout.jobs import expire_sessions
+
+    assert await expire_sessions(container.checkout) == {"sessions": 2, "transactions": 2}
+    assert (await row(clean_db, paid.payment_id))["status"] == "expired"
+    with capture_logs() as logs:
+        counts = await container.payments.reconcile(older_than=3600)
+    assert counts["approved"] == 1 and counts["expired"] == 1
+    assert [e for e in logs if e["event"] == "browser_post_paid_after_expiry"]
+    found = await row(clean_db, paid.payment_id)
+    assert found["status"] == "approved" and found["auth_guid"] and found["amount_captured"] == 1050
+    assert "payment.unknown_resolved" in await events(clean_db, paid.payment_id)
+    never = await row(clean_db, unpaid.payment_id)
+    assert (never["status"], never["failure_code"]) == ("expired", "checkout_expired_unpaid")
+    # each expired row is looked up once
+    again = await container.payments.reconcile(older_than=3600)
+    assert again.get("expired", 0) == 0 and again["approved"] == 0

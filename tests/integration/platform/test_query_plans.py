@@ -129,6 +129,7 @@ async def test_payment_lookups_use_indexes(seeded):
     assert_indexed(await plan_of(con, pay_sql.GROUP_CHILDREN.sql, pid))
     assert_indexed(await plan_of(con, pay_sql.GROUPS_FOR_PAGE.sql, [pid, uuid.uuid4()], mid))
     assert_indexed(await plan_of(con, pay_sql.UNRESOLVED.sql, 60.0, 200))
+    assert_indexed(await plan_of(con, pay_sql.EXPIRED_BROWSER_POSTS.sql, 200))
     assert_indexed(await plan_of(con, idem_sql.GET.sql, mid, "k1000000010"))
     assert_indexed(await plan_of(con, idem_sql.COMPLETE_FOR_RESOURCE.sql, pid, 201, b"{}"))
     assert_indexed(await plan_of(con, merchant_sql.RESOLVE_API_KEY.sql, b"\x00" * 32))

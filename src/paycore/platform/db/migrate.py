@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -106,12 +108,21 @@ async def is_current(con: asyncpg.Connection, migrations: list[Migration] | None
     return all(applied.get(mg.version) == mg.checksum for mg in migrations)
 
 
+async def _acquire_lock(con: asyncpg.Connection, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await con.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+        if time.monotonic() > deadline:
+            raise MigrationError(f"another `paycore migrate` held the migration lock for over {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+
+
 async def migrate(
     dsn: str,
     *,
     statement_timeout: float = 300.0,
     lock_timeout: float = 5.0,
     migrations: list[Migration] | None = None,
+    lock_wait: float = 600.0,
 ) -> list[int]:
     """Apply every pending migration; returns the versions applied by this call."""
     migrations = load_migrations() if migrations is None else migrations
@@ -126,8 +137,11 @@ async def migrate(
     )
     applied_now: list[int] = []
     try:
-        # A session advisory lock is fine here: this connection is dedicated, never pooled.
-        await con.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        # A session advisory lock is fine here: this connection is dedicated, never pooled. It is
+        # polled, never waited for inside a statement: a runner blocked in `pg_advisory_lock` holds
+        # a transaction that the other runner's `CREATE INDEX CONCURRENTLY` would wait for, and the
+        # two would deadlock.
+        await _acquire_lock(con, lock_wait)
         try:
             await con.execute(_CREATE_TABLE)
             applied = await applied_versions(con)
