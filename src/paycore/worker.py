@@ -10,8 +10,8 @@ maintenance jobs below, on the PostgreSQL queue of `platform.queue`:
 
 At most `PAYCORE_WORKER_CONCURRENCY` jobs run at once, each under its timeout (`PAYCORE_JOB_TIMEOUT`
 unless the definition sets one) as the deadline its inner calls see, with the `traceparent` of the
-change that enqueued it. Metrics per job: `job_runs_total{job,status}`, `job_duration_seconds{job}`,
-`job_queue_depth{job}`, `job_lag_seconds{job}`; served with `/healthz` and `/readyz` on
+change that enqueued it. Metrics per job: `job_runs_total{job_name,status}`, `job_duration_seconds{job_name}`,
+`job_queue_depth{job_name}`, `job_lag_seconds{job_name}`; served with `/healthz` and `/readyz` on
 `PAYCORE_WORKER_METRICS_PORT`.
 
 Graceful stop (SIGTERM/SIGINT): `/readyz` turns 503, no new claims, held jobs get until the

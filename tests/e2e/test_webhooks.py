@@ -76,7 +76,7 @@ async def test_payment_webhook_delivered_by_the_worker(api, http, token):
         async with http.get(worker.metrics_url + "/metrics") as r:
             text = await r.text()
         assert 'webhook_deliveries_total{event_type="payment.succeeded",status="success"} 1.0' in text
-        assert 'job_runs_total{job="webhooks.dispatch",status="success"}' in text
+        assert 'job_runs_total{job_name="webhooks.dispatch",status="success"}' in text
         code = await asyncio.to_thread(worker.terminate, 30)
         assert code == 0
     finally:

@@ -86,7 +86,7 @@ async def _status_is(container, job_id, status):
 
 async def test_job_runs_once_with_context_and_metrics(make_container):
     container = await make_container()
-    before = sample("job_runs_total", job="test.record", status="success")
+    before = sample("job_runs_total", job_name="test.record", status="success")
     token = traceparent_var.set("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     try:
         job_id = await enqueue(container, "test.record", {"key": "ctx"})
@@ -99,8 +99,8 @@ async def test_job_runs_once_with_context_and_metrics(make_container):
     [run] = [r for r in await runs(container) if r["key"] == "ctx"]
     assert run["attempt"] == 1
     assert run["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    assert sample("job_runs_total", job="test.record", status="success") == before + 1
-    assert sample("job_duration_seconds_count", job="test.record") >= 1
+    assert sample("job_runs_total", job_name="test.record", status="success") == before + 1
+    assert sample("job_duration_seconds_count", job_name="test.record") >= 1
 
 
 async def test_failed_job_is_retried_with_backoff_then_dead(make_container):
@@ -115,7 +115,7 @@ async def test_failed_job_is_retried_with_backoff_then_dead(make_container):
     assert "RuntimeError: boom" in row["last_error"] and row["finished_at"] is not None
     attempts = [r["attempt"] for r in await runs(container) if r["key"] == "f"]
     assert attempts == [1, 2]
-    assert sample("job_runs_total", job="test.failing", status="dead") >= 1
+    assert sample("job_runs_total", job_name="test.failing", status="dead") >= 1
 
 
 async def test_job_over_its_timeout_is_cancelled_and_retried(make_container):
@@ -208,7 +208,7 @@ async def test_graceful_stop_finishes_short_jobs_and_releases_long_ones(make_con
     released = await job_row(container, long)
     assert released["status"] == "queued" and released["attempts"] == 0 and released["locked_by"] is None
     assert worker.held == 0
-    assert sample("job_runs_total", job="test.slow", status="released") >= 1
+    assert sample("job_runs_total", job_name="test.slow", status="released") >= 1
 
 
 async def test_stopped_worker_releases_its_periodic_run(make_container):
@@ -249,7 +249,7 @@ async def test_lapsed_lease_is_reclaimed_by_another_worker(make_container):
     await stop(other, task)
     [run] = [r for r in await runs(container) if r["key"] == "lost"]
     assert run["attempt"] == 2 and run["worker"] == "w1"
-    assert sample("job_runs_total", job="test.record", status="lost") >= 1
+    assert sample("job_runs_total", job_name="test.record", status="lost") >= 1
 
 
 async def test_heartbeat_keeps_a_long_job_leased(make_container):
@@ -272,8 +272,8 @@ async def test_queue_depth_and_lag_gauges(make_container):
             )
     worker = Worker(container, ON_DEMAND, worker_id="w1")
     await worker.sample()
-    assert sample("job_queue_depth", job="test.record") == 3
-    assert sample("job_lag_seconds", job="test.record") >= 29
+    assert sample("job_queue_depth", job_name="test.record") == 3
+    assert sample("job_lag_seconds", job_name="test.record") >= 29
 
 
 async def test_unknown_job_names_are_left_for_other_workers(make_container):

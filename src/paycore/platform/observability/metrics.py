@@ -170,21 +170,24 @@ FEATURE_FLAG = Gauge("feature_flag_enabled", "Kill switches", ["flag"], multipro
 JOB_RUNS = Counter(
     "job_runs_total",
     "Job runs by outcome (success, failed, timeout, released, lost, dead)",
-    ["job", "status"],
+    ["job_name", "status"],
 )
 JOB_DURATION = Histogram(
     "job_duration_seconds",
     "One job run",
-    ["job"],
+    ["job_name"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 JOB_QUEUE_DEPTH = Gauge(
-    "job_queue_depth", "Queued jobs that are due (scheduled: 1 when due)", ["job"], multiprocess_mode="max"
+    "job_queue_depth",
+    "Queued jobs that are due (scheduled: 1 when due)",
+    ["job_name"],
+    multiprocess_mode="max",
 )
 JOB_LAG = Gauge(
     "job_lag_seconds",
     "Age of the oldest due, unclaimed job (or overdue schedule)",
-    ["job"],
+    ["job_name"],
     multiprocess_mode="max",
 )
 # --- webhooks (RES-4, RES-5) -----------------------------------------------------------------------
