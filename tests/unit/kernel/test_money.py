@@ -31,7 +31,9 @@ def test_money_refuses_floats_and_unknown_currencies():
     assert format_minor_units(500, "JPY") == "500"
 
 
-@pytest.mark.parametrize(("text", "cents"), [("10.50", 1050), ("0", 0), ("1234567.89", 123456789), ("2.5", 250)])
+@pytest.mark.parametrize(
+    ("text", "cents"), [("10.50", 1050), ("0", 0), ("1234567.89", 123456789), ("2.5", 250)]
+)
 def test_decimal_to_cents(text, cents):
     from decimal import Decimal
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
