@@ -17,6 +17,7 @@ shutdown. Bodies are never logged here.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -24,8 +25,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import msgspec
+import structlog
 
 from paycore.platform.observability import metrics
+from paycore.platform.resilience import deadline
+
+_log = structlog.get_logger("paycore.http")
 
 if TYPE_CHECKING:
     from paycore.config import Settings
@@ -197,3 +202,51 @@ def create_session(
         trust_env=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
+
+
+class UpstreamFailure(Exception):
+    """A reporting upstream gave no usable answer. `healthy` says whether it answered at all
+    (a 4xx or a non-success status: the upstream is up) — the breaker's verdict."""
+
+    def __init__(self, message: str, *, healthy: bool) -> None:
+        super().__init__(message)
+        self.healthy = healthy
+
+
+async def get_bounded(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    budget: float,
+    max_body: int,
+    what: str,
+) -> bytes:
+    """GET a JSON report under `min(budget, what remains)` with a bounded body; redirects not
+    followed. Every failure is an `UpstreamFailure` naming `what`."""
+    left = deadline.remaining(budget)
+    if left is not None and left <= 0:
+        raise UpstreamFailure(f"no time left for the {what}", healthy=True)
+    try:
+        async with (
+            asyncio.timeout(left),
+            session.get(url, params=params, headers=headers, allow_redirects=False) as resp,
+        ):
+            if resp.status != 200:
+                _log.warning("report_http_error", report=what, status=resp.status)
+                raise UpstreamFailure(f"the {what} answered HTTP {resp.status}", healthy=resp.status < 500)
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(65536):
+                body.extend(chunk)
+                if len(body) > max_body:
+                    raise UpstreamFailure(f"the {what} is too large", healthy=False)
+    except UpstreamFailure:
+        raise
+    except TimeoutError:
+        _log.warning("report_timeout", report=what)
+        raise UpstreamFailure(f"the {what} timed out", healthy=False) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        _log.warning("report_connection_error", report=what, error=type(exc).__name__)
+        raise UpstreamFailure(f"the {what} is unreachable ({type(exc).__name__})", healthy=False) from None
+    return bytes(body)

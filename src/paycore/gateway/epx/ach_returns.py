@@ -17,7 +17,6 @@ open `reporting_api` circuit raise `ReturnsUnavailable` (the job tries again nex
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
@@ -29,8 +28,8 @@ import structlog
 
 from paycore.gateway.port import CircuitOpenError, MerchantKey
 from paycore.kernel.money import decimal_to_cents
-from paycore.platform.resilience import deadline
-from paycore.platform.resilience.breaker import CircuitBreaker
+from paycore.platform.http import UpstreamFailure, get_bounded
+from paycore.platform.resilience.breaker import CircuitBreaker, record_health
 
 if TYPE_CHECKING:
     from paycore.config import Settings
@@ -173,42 +172,23 @@ class EpxAchReturnsClient:
             healthy = False
             raise
         finally:
-            if permit is not None:
-                if healthy is None:
-                    permit.release()
-                elif healthy:
-                    permit.success()
-                else:
-                    permit.failure()
+            record_health(permit, healthy)
         return parsed
 
     async def _fetch(self, merchant: MerchantKey, from_date: date) -> bytes:
-        left = deadline.remaining(self._timeout)
-        if left is not None and left <= 0:
-            raise _Failed("no time left for the returns report", healthy=True)
         params = {"merchant": merchant.merch_nbr, "fromDate": from_date.isoformat()}
         try:
-            async with (
-                asyncio.timeout(left),
-                self._session.get(self._url, params=params, headers=_HEADERS, allow_redirects=False) as resp,
-            ):
-                if resp.status != 200:
-                    _log.warning("ach_returns_http_error", status=resp.status)
-                    raise _Failed(f"returns report answered HTTP {resp.status}", healthy=resp.status < 500)
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(16384):
-                    body.extend(chunk)
-                    if len(body) > self._max_body:
-                        raise _Failed("returns report too large", healthy=False)
-        except _Failed:
-            raise
-        except TimeoutError:
-            _log.warning("ach_returns_timeout")
-            raise _Failed("returns report timed out", healthy=False) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            _log.warning("ach_returns_connection_error", error=type(exc).__name__)
-            raise _Failed(f"returns report unreachable ({type(exc).__name__})", healthy=False) from None
-        return bytes(body)
+            return await get_bounded(
+                self._session,
+                self._url,
+                params=params,
+                headers=_HEADERS,
+                budget=self._timeout,
+                max_body=self._max_body,
+                what="ACH returns report",
+            )
+        except UpstreamFailure as exc:
+            raise _Failed(str(exc), healthy=exc.healthy) from None
 
 
 class _Failed(ReturnsUnavailable):

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -38,8 +37,8 @@ from paycore.gateway.port import (
     ReportUnavailable,
 )
 from paycore.kernel.money import decimal_to_cents
-from paycore.platform.resilience import deadline
-from paycore.platform.resilience.breaker import CircuitBreaker
+from paycore.platform.http import UpstreamFailure, get_bounded
+from paycore.platform.resilience.breaker import CircuitBreaker, record_health
 
 if TYPE_CHECKING:
     from paycore.config import Settings
@@ -145,47 +144,26 @@ class EpxReportingClient:
             healthy = exc.healthy
             raise
         finally:
-            if permit is not None:
-                if healthy is None:
-                    permit.release()
-                elif healthy:
-                    permit.success()
-                else:
-                    permit.failure()
+            record_health(permit, healthy)
         return found
 
     async def _fetch(self, merchant: MerchantKey, tran_nbr: int) -> bytes:
-        left = deadline.remaining(self._timeout)
-        if left is not None and left <= 0:
-            raise _Unavailable("no time left for the report call", healthy=True)
         headers = dict(_HEADERS)
         if self._headers_factory is not None:
             headers = {**self._headers_factory(), **_HEADERS}
         params = {"merchant": merchant.merch_nbr, "tranNbr": str(tran_nbr)}
         try:
-            async with (
-                asyncio.timeout(left),
-                self._session.get(self._url, params=params, headers=headers, allow_redirects=False) as resp,
-            ):
-                status = resp.status
-                if status != 200:
-                    _log.warning("reporting_http_error", status=status, tran_nbr=tran_nbr)
-                    # 4xx: the upstream answered (not a health failure) but the report is unusable.
-                    raise _Unavailable(f"reporting answered HTTP {status}", healthy=status < 500)
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(16384):
-                    body.extend(chunk)
-                    if len(body) > self._max_body:
-                        raise _Unavailable("reporting body too large", healthy=False)
-        except _Unavailable:
-            raise
-        except TimeoutError:
-            _log.warning("reporting_timeout", tran_nbr=tran_nbr)
-            raise _Unavailable("reporting timed out", healthy=False) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            _log.warning("reporting_connection_error", error=type(exc).__name__, tran_nbr=tran_nbr)
-            raise _Unavailable(f"reporting unreachable ({type(exc).__name__})", healthy=False) from None
-        return bytes(body)
+            return await get_bounded(
+                self._session,
+                self._url,
+                params=params,
+                headers=headers,
+                budget=self._timeout,
+                max_body=self._max_body,
+                what="transaction report",
+            )
+        except UpstreamFailure as exc:
+            raise _Unavailable(str(exc), healthy=exc.healthy) from None
 
     @staticmethod
     def _select(body: bytes, tran_nbr: int) -> ReportedTransaction | None:

@@ -16,7 +16,6 @@ with `Accept: application/json`, through the `reporting_api` breaker.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -29,8 +28,8 @@ import structlog
 
 from paycore.gateway.port import CircuitOpenError
 from paycore.kernel.money import decimal_to_cents
-from paycore.platform.resilience import deadline
-from paycore.platform.resilience.breaker import CircuitBreaker
+from paycore.platform.http import UpstreamFailure, get_bounded
+from paycore.platform.resilience.breaker import CircuitBreaker, record_health
 
 __all__ = [
     "Authenticator",
@@ -162,41 +161,25 @@ class NorthDisputeClient:
             healthy = exc.healthy
             raise
         finally:
-            if permit is not None:
-                if healthy is None:
-                    permit.release()
-                elif healthy:
-                    permit.success()
-                else:
-                    permit.failure()
+            record_health(permit, healthy)
 
     async def _search(self, merch_nbr: str, start: date, end: date) -> NorthPage:
-        left = deadline.remaining(self._timeout)
-        if left is not None and left <= 0:
-            raise _Failure("no time left for the dispute report", healthy=True)
         query = {"findBy": f"byMerchant:{merch_nbr},fromDate:{start.isoformat()},toDate:{end.isoformat()}"}
         headers = {**self._auth.headers("GET", self._url, query), "Accept": "application/json"}
         try:
-            async with (
-                asyncio.timeout(left),
-                self._session.get(self._url, params=query, headers=headers, allow_redirects=False) as resp,
-            ):
-                if resp.status != 200:
-                    _log.warning("north_http_error", status=resp.status)
-                    raise _Failure(f"North answered HTTP {resp.status}", healthy=resp.status < 500)
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(65536):
-                    body.extend(chunk)
-                    if len(body) > MAX_BODY:
-                        raise _Failure("North's answer is too large", healthy=False)
-        except _Failure:
-            raise
-        except TimeoutError:
-            raise _Failure("North timed out", healthy=False) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _Failure(f"North unreachable ({type(exc).__name__})", healthy=False) from None
+            body = await get_bounded(
+                self._session,
+                self._url,
+                params=query,
+                headers=headers,
+                budget=self._timeout,
+                max_body=MAX_BODY,
+                what="North dispute report",
+            )
+        except UpstreamFailure as exc:
+            raise _Failure(str(exc), healthy=exc.healthy) from None
         try:
-            envelope = _decoder.decode(bytes(body))
+            envelope = _decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise _Failure("malformed dispute report", healthy=False) from None
         if envelope.status != "success" or envelope.data is None:

@@ -60,6 +60,7 @@ __all__ = [
     "CircuitOpenError",
     "Permit",
     "Verdict",
+    "record_health",
 ]
 
 GATEWAY_SERVER_POST: Final = "gateway_server_post"
@@ -170,6 +171,19 @@ class Permit:
 
 
 _PASS_THROUGH_STATE: Final = BreakerState.CLOSED
+
+
+def record_health(permit: Permit | None, healthy: bool | None) -> None:
+    """Close a permit with what the call showed of the upstream: healthy (it answered, even
+    unusably), unhealthy, or unknown (None: cancelled — no verdict)."""
+    if permit is None:
+        return
+    if healthy is None:
+        permit.release()
+    elif healthy:
+        permit.success()
+    else:
+        permit.failure()
 
 
 class CircuitBreaker:
