@@ -790,8 +790,7 @@ class PaymentService:
 
     async def list(self, principal: Principal, query: ListQuery) -> schemas.PaymentList:
         merchant_id = principal.merchant.id
-        after = self.cursors.decode(query.starting_after, merchant_id) if query.starting_after else None
-        before = self.cursors.decode(query.ending_before, merchant_id) if query.ending_before else None
+        after, before = self.cursors.bounds(query.starting_after, query.ending_before, merchant_id)
         async with dl.budget(self.timeouts.noncritical):
             roots = await self.repo.list_roots(
                 merchant_id,
@@ -803,10 +802,15 @@ class PaymentService:
                 after=after,
                 before=before,
             )
-            has_more = len(roots) > query.limit
-            if has_more:
-                roots = roots[1:] if before is not None else roots[: query.limit]
-            children = await self.repo.children_for([r.id for r in roots], merchant_id)
+            page = self.cursors.page(
+                roots,
+                limit=query.limit,
+                merchant_id=merchant_id,
+                after=after,
+                before=before,
+                key=lambda r: (r.created_at, r.id),
+            )
+            children = await self.repo.children_for([r.id for r in page.rows], merchant_id)
         by_group: dict[uuid.UUID, list[TxnRow]] = {}
         for child in children:
             by_group.setdefault(child.group_id, []).append(child)
@@ -814,22 +818,10 @@ class PaymentService:
             schemas.payment_out(
                 r, by_group.get(r.id, []), group_of(r, by_group.get(r.id, [])), livemode=principal.livemode
             )
-            for r in roots
+            for r in page.rows
         ]
-        more_after = has_more if before is None else True
-        more_before = (after is not None) or (before is not None and has_more)
-        next_cursor = (
-            self.cursors.encode(roots[-1].created_at, roots[-1].id, merchant_id)
-            if roots and more_after
-            else None
-        )
-        prev_cursor = (
-            self.cursors.encode(roots[0].created_at, roots[0].id, merchant_id)
-            if roots and more_before
-            else None
-        )
         return schemas.PaymentList(
-            data=data, has_more=has_more, next_cursor=next_cursor, prev_cursor=prev_cursor
+            data=data, has_more=page.has_more, next_cursor=page.next_cursor, prev_cursor=page.prev_cursor
         )
 
     # ------------------------------------------------------------------ reconciliation

@@ -247,8 +247,7 @@ class SubscriptionService:
 
     async def list_subscriptions(self, principal: Principal, query: ListQuery) -> schemas.SubscriptionList:
         mid = principal.merchant.id
-        after = self.cursors.decode(query.starting_after, mid) if query.starting_after else None
-        before = self.cursors.decode(query.ending_before, mid) if query.ending_before else None
+        after, before = self.cursors.bounds(query.starting_after, query.ending_before, mid)
         async with dl.budget(self.config.noncritical_timeout):
             rows = await self.repo.list_subscriptions(
                 mid,
@@ -259,24 +258,19 @@ class SubscriptionService:
                 after=after,
                 before=before,
             )
-        has_more = len(rows) > query.limit
-        if has_more:
-            rows = rows[1:] if before is not None else rows[: query.limit]
-        next_cursor = (
-            self.cursors.encode(rows[-1].created_at, rows[-1].id, mid)
-            if rows and (has_more or before is not None)
-            else None
-        )
-        prev_cursor = (
-            self.cursors.encode(rows[0].created_at, rows[0].id, mid)
-            if rows and (after is not None or (before is not None and has_more))
-            else None
+        page = self.cursors.page(
+            rows,
+            limit=query.limit,
+            merchant_id=mid,
+            after=after,
+            before=before,
+            key=lambda r: (r.created_at, r.id),
         )
         return schemas.SubscriptionList(
-            data=[schemas.subscription_out(r, livemode=principal.livemode) for r in rows],
-            has_more=has_more,
-            next_cursor=next_cursor,
-            prev_cursor=prev_cursor,
+            data=[schemas.subscription_out(r, livemode=principal.livemode) for r in page.rows],
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            prev_cursor=page.prev_cursor,
         )
 
     async def list_charges(self, principal: Principal, sub_id: uuid.UUID, limit: int) -> schemas.ChargeList:

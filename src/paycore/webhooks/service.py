@@ -189,27 +189,16 @@ class WebhookService:
         self, principal: Principal, limit: int, starting_after: str | None, ending_before: str | None
     ) -> schemas.EndpointList:
         mid = principal.merchant.id
-        after = self.cursors.decode(starting_after, mid) if starting_after else None
-        before = self.cursors.decode(ending_before, mid) if ending_before else None
+        after, before = self.cursors.bounds(starting_after, ending_before, mid)
         rows = await self.repo.list_endpoints(mid, limit + 1, after, before)
-        has_more = len(rows) > limit
-        if has_more:
-            rows = rows[1:] if before is not None else rows[:limit]
-        next_cursor = (
-            self.cursors.encode(rows[-1].created_at, rows[-1].id, mid)
-            if rows and (has_more or before is not None)
-            else None
-        )
-        prev_cursor = (
-            self.cursors.encode(rows[0].created_at, rows[0].id, mid)
-            if rows and (after is not None or (before is not None and has_more))
-            else None
+        page = self.cursors.page(
+            rows, limit=limit, merchant_id=mid, after=after, before=before, key=lambda r: (r.created_at, r.id)
         )
         return schemas.EndpointList(
-            data=[self._out(r, principal) for r in rows],
-            has_more=has_more,
-            next_cursor=next_cursor,
-            prev_cursor=prev_cursor,
+            data=[self._out(r, principal) for r in page.rows],
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            prev_cursor=page.prev_cursor,
         )
 
     async def update_endpoint(
@@ -258,8 +247,7 @@ class WebhookService:
 
     async def list_events(self, principal: Principal, query: ListEvents) -> schemas.EventList:
         mid = principal.merchant.id
-        after = self.cursors.decode(query.starting_after, mid) if query.starting_after else None
-        before = self.cursors.decode(query.ending_before, mid) if query.ending_before else None
+        after, before = self.cursors.bounds(query.starting_after, query.ending_before, mid)
         rows = await self.repo.list_events(
             mid,
             limit=query.limit + 1,
@@ -270,24 +258,19 @@ class WebhookService:
             after=after,
             before=before,
         )
-        has_more = len(rows) > query.limit
-        if has_more:
-            rows = rows[1:] if before is not None else rows[: query.limit]
-        next_cursor = (
-            self.cursors.encode(rows[-1].created_at, rows[-1].id, mid)
-            if rows and (has_more or before is not None)
-            else None
-        )
-        prev_cursor = (
-            self.cursors.encode(rows[0].created_at, rows[0].id, mid)
-            if rows and (after is not None or (before is not None and has_more))
-            else None
+        page = self.cursors.page(
+            rows,
+            limit=query.limit,
+            merchant_id=mid,
+            after=after,
+            before=before,
+            key=lambda r: (r.created_at, r.id),
         )
         return schemas.EventList(
-            data=[self._event_out(r, principal.livemode) for r in rows],
-            has_more=has_more,
-            next_cursor=next_cursor,
-            prev_cursor=prev_cursor,
+            data=[self._event_out(r, principal.livemode) for r in page.rows],
+            has_more=page.has_more,
+            next_cursor=page.next_cursor,
+            prev_cursor=page.prev_cursor,
         )
 
     async def _deliveries_out(self, deliveries: list[DeliveryRow]) -> list[schemas.DeliveryOut]:
