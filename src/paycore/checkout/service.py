@@ -39,6 +39,7 @@ from paycore.gateway.epx import wire
 from paycore.gateway.epx.key_exchange import KeyExchangeClient, KeyExchangeError
 from paycore.idempotency.model import IdempotencyRequest, Replay, decide
 from paycore.idempotency.repository import IdempotencyRepository
+from paycore.idempotency.service import ServiceResponse
 from paycore.kernel import errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
@@ -116,16 +117,6 @@ class CheckoutConfig:
     critical_timeout: float = 45.0
     noncritical_timeout: float = 30.0
     batch_timezone: str = "UTC"
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedSession:
-    """The answer to a create: a status and the encoded form (stored for idempotent replays)."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +259,7 @@ class CheckoutService:
 
     async def create(
         self, principal: Principal, cmd: schemas.CreateCheckoutSession, idem: IdempotencyRequest
-    ) -> CreatedSession:
+    ) -> ServiceResponse:
         merchant = principal.merchant
         mode, amount, return_url, decline_url = self._validate(principal, cmd)
         client, _ = self._require_configured()
@@ -343,7 +334,7 @@ class CheckoutService:
             mode=mode.value,
             tran_nbr=session.txn.tran_nbr,
         )
-        return CreatedSession(201, body)
+        return ServiceResponse(201, body)
 
     async def _replay(self, merchant_id: uuid.UUID, idem: IdempotencyRequest) -> Replay:
         stored = await self.idem.get(None, merchant_id, idem.key)

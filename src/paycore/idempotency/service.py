@@ -27,10 +27,13 @@ from paycore.platform.observability import metrics as m
 
 
 @dataclass(frozen=True, slots=True)
-class StoredResponse:
+class ServiceResponse:
+    """What the API answers: a status and an encoded body, stored as is for idempotent replays."""
+
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Idempotency:
@@ -61,7 +64,7 @@ class Idempotency:
         con: Connection,
         merchant_id: uuid.UUID,
         key: str,
-        response: StoredResponse,
+        response: ServiceResponse,
         resource_id: uuid.UUID | None = None,
     ) -> None:
         await self.repo.complete(con, merchant_id, key, response.status, response.body, resource_id)
@@ -73,10 +76,10 @@ class Idempotency:
         self,
         merchant_id: uuid.UUID,
         idem: IdempotencyRequest | None,
-        work: Callable[[Connection], Awaitable[StoredResponse]],
+        work: Callable[[Connection], Awaitable[ServiceResponse]],
         *,
         resource_id: uuid.UUID | None = None,
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         """Claim, work and store in one transaction (or just work when there is no key)."""
         async with self.db.transaction() as con:
             if idem is not None:

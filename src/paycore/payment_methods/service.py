@@ -40,7 +40,7 @@ from paycore.gateway.epx import wire
 from paycore.gateway.epx.ach_returns import AchReturn, AchReturnSource, ReturnsUnavailable
 from paycore.gateway.port import CallTrace, GatewayRequest, GatewayResult, TransactionProcessor
 from paycore.idempotency.model import IdempotencyRequest
-from paycore.idempotency.service import Idempotency, StoredResponse
+from paycore.idempotency.service import Idempotency, ServiceResponse
 from paycore.kernel import errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
@@ -446,7 +446,7 @@ class PaymentMethodService:
         detail: str,
         *,
         before: Callable[[Connection], Awaitable[None]] | None = None,
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         r = result.response
         problem = PaycoreError(
             spec,
@@ -456,7 +456,7 @@ class PaymentMethodService:
                 "decline_category": r.category.value if r else None,
             },
         )
-        stored = StoredResponse(
+        stored = ServiceResponse(
             spec.status, _encode(problem.problem(current_request_id())), "application/problem+json"
         )
         async with self.db.transaction() as con:
@@ -472,14 +472,14 @@ class PaymentMethodService:
         idem: IdempotencyRequest,
         new: NewMethod,
         records: list[tuple[uuid.UUID, GatewayResult, str]],
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         """The outcome transaction of a successful save."""
         merchant = principal.merchant
         async with self.db.transaction() as con:
             for txn_id, result, status in records:
                 await self.repo.record_zero_dollar(con, self._outcome_args(txn_id, result, status, new.id))
             pm = await self.repo.insert(con, new, "payment_method.created", tracing.current_traceparent())
-            stored = StoredResponse(201, _encode(self._out(pm, principal)))
+            stored = ServiceResponse(201, _encode(self._out(pm, principal)))
             await self.idempotency.complete(con, merchant.id, idem.key, stored, pm.id)
         await self._invalidate([pm])
         m.PAYMENT_METHODS_CREATED.labels(self.merchant_label(merchant.slug), pm.payment_type).inc()
@@ -500,7 +500,7 @@ class PaymentMethodService:
         customer_id: str,
         cmd: schemas.SavePaymentMethod,
         idem: IdempotencyRequest,
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         with tracing.span(
             "payment_method.create",
             {"paycore.merchant_id": str(principal.merchant.id), "paycore.payment_type": _type_of(cmd)},
@@ -511,7 +511,7 @@ class PaymentMethodService:
 
     async def _save_card(
         self, principal: Principal, customer_id: str, cmd: schemas.SaveCard, idem: IdempotencyRequest
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         merchant = principal.merchant
         model.refuse_pan_as_token(cmd.token)
         if (cmd.exp_month is None) != (cmd.exp_year is None):
@@ -583,7 +583,7 @@ class PaymentMethodService:
         customer_id: str,
         cmd: schemas.SaveBankAccount,
         idem: IdempotencyRequest,
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         merchant = principal.merchant
         routing = model.validate_routing_number(cmd.routing_number)
         account = wire.BankAccount(

@@ -39,6 +39,7 @@ from paycore.gateway.port import (
 )
 from paycore.idempotency.model import IdempotencyRequest, Replay, StoredOutcome, decide
 from paycore.idempotency.repository import IdempotencyRepository
+from paycore.idempotency.service import ServiceResponse
 from paycore.kernel import errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
@@ -62,16 +63,6 @@ log = structlog.get_logger("paycore.payments")
 
 _encode = msgspec.json.Encoder().encode
 MAX_TRAN_NBR_TRIES: Final = 5
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceResponse:
-    """What the API answers: a status and an encoded body (stored for idempotent replays)."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ import msgspec
 import structlog
 
 from paycore.idempotency.model import IdempotencyRequest
-from paycore.idempotency.service import Idempotency, StoredResponse
+from paycore.idempotency.service import Idempotency, ServiceResponse
 from paycore.kernel import errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
@@ -196,13 +196,13 @@ class SubscriptionService:
             traceparent=tracing.current_traceparent(),
         )
 
-    def _response(self, sub: Subscription, principal: Principal, status: int = 200) -> StoredResponse:
-        return StoredResponse(status, _encode(schemas.subscription_out(sub, livemode=principal.livemode)))
+    def _response(self, sub: Subscription, principal: Principal, status: int = 200) -> ServiceResponse:
+        return ServiceResponse(status, _encode(schemas.subscription_out(sub, livemode=principal.livemode)))
 
     # ------------------------------------------------------------------ create
     async def create(
         self, principal: Principal, cmd: schemas.CreateSubscription, idem: IdempotencyRequest
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         merchant = principal.merchant
         if cmd.currency not in GATEWAY_CURRENCIES:
             raise PaycoreError(
@@ -228,7 +228,7 @@ class SubscriptionService:
                 metadata=cmd.metadata,
             )
 
-            async def work(con: Connection) -> StoredResponse:
+            async def work(con: Connection) -> ServiceResponse:
                 await self.repo.insert(con, sub)
                 await self._event(con, model.EVENT_CREATED, sub, principal.livemode)
                 return self._response(sub, principal, 201)
@@ -290,10 +290,10 @@ class SubscriptionService:
         sub_id: uuid.UUID,
         idem: IdempotencyRequest | None,
         change: Callable[[Subscription, datetime], tuple[Subscription, tuple[str, ...]]],
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         merchant = principal.merchant
 
-        async def work(con: Connection) -> StoredResponse:
+        async def work(con: Connection) -> ServiceResponse:
             current = await self.repo.lock(con, sub_id, merchant.id)
             if current is None:
                 raise PaycoreError(model.SUBSCRIPTION_NOT_FOUND)
@@ -313,7 +313,7 @@ class SubscriptionService:
         sub_id: uuid.UUID,
         cmd: schemas.UpdateSubscription,
         idem: IdempotencyRequest | None = None,
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         interval = None
         if cmd.interval is not None or cmd.interval_count is not None or cmd.payment_method_id is not None:
             current = await self.repo.get(sub_id, principal.merchant.id)
@@ -344,12 +344,12 @@ class SubscriptionService:
 
     async def pause(
         self, principal: Principal, sub_id: uuid.UUID, idem: IdempotencyRequest | None = None
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         return await self._mutate(principal, sub_id, idem, lambda s, now: (model.pause(s, now), ()))
 
     async def resume(
         self, principal: Principal, sub_id: uuid.UUID, idem: IdempotencyRequest | None = None
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         return await self._mutate(principal, sub_id, idem, lambda s, now: (model.resume(s, now), ()))
 
     async def cancel(
@@ -358,7 +358,7 @@ class SubscriptionService:
         sub_id: uuid.UUID,
         cmd: schemas.CancelSubscription,
         idem: IdempotencyRequest | None = None,
-    ) -> StoredResponse:
+    ) -> ServiceResponse:
         def change(sub: Subscription, now: datetime) -> tuple[Subscription, tuple[str, ...]]:
             updated, canceled_now = model.cancel(sub, now, at_period_end=cmd.at_period_end)
             return updated, (model.EVENT_CANCELED,) if canceled_now else ()
