@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 
 from paycore.idempotency.model import IdempotencyRequest
+from paycore.idempotency.repository import CLAIM_CTE
 from paycore.payments.repository import TxnRow
 from paycore.platform.db import Connection, Database, Query, Tier
 
@@ -97,19 +98,8 @@ class NewCheckout(msgspec.Struct, frozen=True, kw_only=True):
 BEGIN = Query(
     "checkout.begin",
     Tier.SIMPLE,
-    """
-    WITH claim AS (
-        INSERT INTO idempotency_keys (merchant_id, key, fingerprint, method, path, status, resource_id,
-                                      expires_at)
-        VALUES ($1, $2, $3, $4, $5, 'in_flight', $6, now() + interval '24 hours')
-        ON CONFLICT (merchant_id, key) DO UPDATE
-            SET fingerprint = EXCLUDED.fingerprint, method = EXCLUDED.method, path = EXCLUDED.path,
-                status = 'in_flight', response_status = NULL, response_body = NULL,
-                resource_id = EXCLUDED.resource_id, created_at = now(), completed_at = NULL,
-                expires_at = EXCLUDED.expires_at
-            WHERE idempotency_keys.expires_at < now()
-        RETURNING 1
-    ), txn AS (
+    f"""
+    WITH {CLAIM_CTE}, txn AS (
         INSERT INTO transactions (id, merchant_id, group_id, type, payment_type, status, source, amount,
                                   currency, tran_nbr, tran_type, batch_id, customer_id, description, metadata)
         SELECT $7::uuid, $1::uuid, $7::uuid, $8::text, 'card', 'pending', 'browser_post', $9::bigint,

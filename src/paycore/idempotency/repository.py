@@ -7,23 +7,22 @@ import uuid
 from paycore.idempotency.model import IdempotencyRequest, StoredOutcome
 from paycore.platform.db import Connection, Database, Query, Tier
 
-# Claim a key; an expired record (past retention, not yet purged) is taken over.
-CLAIM = Query(
-    "idempotency.claim",
-    Tier.SIMPLE,
-    """
-    INSERT INTO idempotency_keys (merchant_id, key, fingerprint, method, path, status, resource_id,
-                                  expires_at)
-    VALUES ($1, $2, $3, $4, $5, 'in_flight', $6, now() + interval '24 hours')
-    ON CONFLICT (merchant_id, key) DO UPDATE
-        SET fingerprint = EXCLUDED.fingerprint, method = EXCLUDED.method, path = EXCLUDED.path,
-            status = 'in_flight', response_status = NULL, response_body = NULL,
-            resource_id = EXCLUDED.resource_id,
-            created_at = now(), completed_at = NULL, expires_at = EXCLUDED.expires_at
-        WHERE idempotency_keys.expires_at < now()
-    RETURNING 1
-    """,
-)
+# Claim a key: $1 merchant, $2 key, $3 fingerprint, $4 method, $5 path, $6 resource id. An expired
+# record (past retention, not yet purged) is taken over. The CTE is also the first step of the hot
+# paths that claim a key and insert their pending row in one statement (payments, checkout).
+CLAIM_CTE = """claim AS (
+        INSERT INTO idempotency_keys (merchant_id, key, fingerprint, method, path, status, resource_id,
+                                      expires_at)
+        VALUES ($1, $2, $3, $4, $5, 'in_flight', $6, now() + interval '24 hours')
+        ON CONFLICT (merchant_id, key) DO UPDATE
+            SET fingerprint = EXCLUDED.fingerprint, method = EXCLUDED.method, path = EXCLUDED.path,
+                status = 'in_flight', response_status = NULL, response_body = NULL,
+                resource_id = EXCLUDED.resource_id, created_at = now(), completed_at = NULL,
+                expires_at = EXCLUDED.expires_at
+            WHERE idempotency_keys.expires_at < now()
+        RETURNING 1
+    )"""
+CLAIM = Query("idempotency.claim", Tier.SIMPLE, f"WITH {CLAIM_CTE} SELECT 1 FROM claim")
 GET = Query(
     "idempotency.get",
     Tier.SIMPLE,

@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from paycore.idempotency.model import IdempotencyRequest
+from paycore.idempotency.repository import CLAIM_CTE
 from paycore.payments.model import Entry, Group, TxStatus, TxType
 from paycore.platform.db import Connection, Database, Query, Tier
 from paycore.platform.db.keyset import keyset, listing_name
@@ -106,6 +107,15 @@ class NewTransaction(msgspec.Struct, frozen=True, kw_only=True):
     description: str | None = None
     metadata: dict[str, str] | None = None
 
+    def columns(self) -> tuple[Any, ...]:
+        """The values after (id, merchant_id), in the column order of both inserts."""
+        return (
+            self.group_id, self.parent_id, self.depth, self.type, self.payment_type, self.source,
+            self.amount, self.currency, self.tran_nbr, self.tran_type, self.batch_id, self.orig_auth_guid,
+            self.gateway_request, self.customer_id, self.payment_method_id, self.subscription_id,
+            self.description, self.metadata,
+        )  # fmt: skip
+
 
 _BEGIN_VALUES = """$6::uuid, $1::uuid, $7::uuid, $8::uuid, $9::smallint, $10::text, $11::text, 'pending',
            $12::text, $13::bigint, $14::char(3), $15::bigint, $16::text, $17::text, $18::text, $19::text,
@@ -115,18 +125,7 @@ BEGIN = Query(
     "payments.begin",
     Tier.SIMPLE,
     f"""
-    WITH claim AS (
-        INSERT INTO idempotency_keys (merchant_id, key, fingerprint, method, path, status, resource_id,
-                                      expires_at)
-        VALUES ($1, $2, $3, $4, $5, 'in_flight', $6, now() + interval '24 hours')
-        ON CONFLICT (merchant_id, key) DO UPDATE
-            SET fingerprint = EXCLUDED.fingerprint, method = EXCLUDED.method, path = EXCLUDED.path,
-                status = 'in_flight', response_status = NULL, response_body = NULL,
-                resource_id = EXCLUDED.resource_id, created_at = now(), completed_at = NULL,
-                expires_at = EXCLUDED.expires_at
-            WHERE idempotency_keys.expires_at < now()
-        RETURNING 1
-    ), txn AS (
+    WITH {CLAIM_CTE}, txn AS (
         INSERT INTO transactions (id, merchant_id, group_id, parent_id, depth, type, payment_type, status,
                                   source, amount, currency, tran_nbr, tran_type, batch_id, orig_auth_guid,
                                   gateway_request, customer_id, payment_method_id, subscription_id,
@@ -304,49 +303,12 @@ class PaymentRepository:
             idem.method,
             idem.path,
             txn.id,
-            txn.group_id,
-            txn.parent_id,
-            txn.depth,
-            txn.type,
-            txn.payment_type,
-            txn.source,
-            txn.amount,
-            txn.currency,
-            txn.tran_nbr,
-            txn.tran_type,
-            txn.batch_id,
-            txn.orig_auth_guid,
-            txn.gateway_request,
-            txn.customer_id,
-            txn.payment_method_id,
-            txn.subscription_id,
-            txn.description,
-            txn.metadata,
+            *txn.columns(),
         )
 
     async def insert(self, con: Connection, txn: NewTransaction) -> datetime:
         return await con.fetchval(  # type: ignore[no-any-return]
-            INSERT_TRANSACTION,
-            txn.id,
-            txn.merchant_id,
-            txn.group_id,
-            txn.parent_id,
-            txn.depth,
-            txn.type,
-            txn.payment_type,
-            txn.source,
-            txn.amount,
-            txn.currency,
-            txn.tran_nbr,
-            txn.tran_type,
-            txn.batch_id,
-            txn.orig_auth_guid,
-            txn.gateway_request,
-            txn.customer_id,
-            txn.payment_method_id,
-            txn.subscription_id,
-            txn.description,
-            txn.metadata,
+            INSERT_TRANSACTION, txn.id, txn.merchant_id, *txn.columns()
         )
 
     async def record_outcome(self, con: Connection | None, args: tuple[Any, ...]) -> datetime | None:
