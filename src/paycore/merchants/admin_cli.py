@@ -124,4 +124,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    from paycore.kernel.errors import PaycoreError
+
+    try:
+        return asyncio.run(_run(args))
+    except (ValueError, PaycoreError) as exc:
+        print(f"paycore admin: {exc}", file=sys.stderr)
+        return 1
