@@ -1,6 +1,6 @@
 -- paycore bench: POST /v1/payments card sales, each with its own Idempotency-Key.
 --
---   wrk -t1 -c64 -d20s --timeout 30s -s bench/sale.lua http://127.0.0.1:8080 -- API_KEY TOKEN [PREFIX]
+--   wrk -t1 -c64 -d20s --timeout 30s -s src/paycore/benchmark/sale.lua http://127.0.0.1:8080 -- API_KEY TOKEN [PREFIX]
 --
 -- `paycore bench --tool wrk` runs it for you (with a fresh stack). At the end it prints one JSON
 -- line ({"event":"wrk_done",...}) with wrk's latency percentiles and the responses by status.
