@@ -1,3 +1,6 @@
+"""Fixtures shared by the integration tests: paycore wired to the worker's database and the
+simulator, one sandbox merchant (and another for tenancy checks), a card token."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,4 +45,5 @@ async def other_principal(container: Container) -> Principal:
 
 @pytest.fixture
 async def token(epx_sim) -> str:
+    """A BRIC of the sandbox Visa 4111… (what a merchant gets from a Browser Post sale)."""
     return await mint_token(epx_sim.server_post_url)
