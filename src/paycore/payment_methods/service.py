@@ -318,29 +318,14 @@ class PaymentMethodService:
         now: datetime,
     ) -> tuple[uuid.UUID, GatewayRequest]:
         """Claim the key and reserve the first $0 transaction, in one DB transaction."""
-        txn_id = uuid7()
-        for k in range(MAX_TRAN_NBR_TRIES):
-            tran_nbr = wire.tran_nbr_for(txn_id, k)
-            request = build(tran_nbr)
-            try:
-                async with self.db.transaction() as con:
-                    await self.idempotency.claim(con, merchant.id, idem, txn_id)
-                    await self._reserve(
-                        con,
-                        merchant=merchant,
-                        txn_id=txn_id,
-                        tran_nbr=tran_nbr,
-                        kind=kind,
-                        request=request,
-                        customer_id=customer_id,
-                        orig_auth_guid=orig_auth_guid,
-                        now=now,
-                    )
-                return txn_id, request
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name != "uq_transactions_merchant_tran_nbr":
-                    raise
-        raise PaycoreError(errors.INTERNAL_ERROR, "could not allocate a TRAN_NBR")
+
+        async def claim(con: Connection, txn_id: uuid.UUID) -> None:
+            await self.idempotency.claim(con, merchant.id, idem, txn_id)
+
+        return await self._reserve_new(
+            merchant, kind=kind, build=build, customer_id=customer_id, orig_auth_guid=orig_auth_guid,
+            now=now, first=claim,
+        )  # fmt: skip
 
     async def _reserve_more(
         self,
@@ -355,13 +340,35 @@ class PaymentMethodService:
     ) -> tuple[uuid.UUID, GatewayRequest]:
         """A further $0 transaction of the same save (the ACH storage after the pre-note); `before`
         records the previous step's outcome in the same DB transaction."""
+
+        async def record_previous(con: Connection, _: uuid.UUID) -> None:
+            await before(con)
+
+        return await self._reserve_new(
+            merchant, kind=kind, build=build, customer_id=customer_id, orig_auth_guid=orig_auth_guid,
+            now=now, first=record_previous,
+        )  # fmt: skip
+
+    async def _reserve_new(
+        self,
+        merchant: Merchant,
+        *,
+        kind: str,
+        build: Callable[[int], GatewayRequest],
+        customer_id: str,
+        orig_auth_guid: str | None,
+        now: datetime,
+        first: Callable[[Connection, uuid.UUID], Awaitable[None]],
+    ) -> tuple[uuid.UUID, GatewayRequest]:
+        """Reserve a pending $0 transaction with its TRAN_NBR after `first` ran in the same DB
+        transaction; a TRAN_NBR collision retries with the next derivation."""
         txn_id = uuid7()
         for k in range(MAX_TRAN_NBR_TRIES):
             tran_nbr = wire.tran_nbr_for(txn_id, k)
             request = build(tran_nbr)
             try:
                 async with self.db.transaction() as con:
-                    await before(con)
+                    await first(con, txn_id)
                     await self._reserve(
                         con,
                         merchant=merchant,
