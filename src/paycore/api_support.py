@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -97,6 +98,23 @@ def page_limit(limit: int | None, *, default: int = 20, maximum: int = 100) -> i
     if not 1 <= limit <= maximum:
         raise PaycoreError(errors.INVALID_PARAMETER, f"limit must be between 1 and {maximum}", param="limit")
     return limit
+
+
+def check_listing(
+    starting_after: str | None,
+    ending_before: str | None,
+    *,
+    created_gte: datetime | None = None,
+    created_lt: datetime | None = None,
+) -> None:
+    """The rules every listing shares: one cursor direction at a time, aware created bounds."""
+    if starting_after and ending_before:
+        raise PaycoreError(
+            errors.INVALID_PARAMETER, "use starting_after or ending_before, not both", param="ending_before"
+        )
+    for name, value in (("created_gte", created_gte), ("created_lt", created_lt)):
+        if value is not None and value.tzinfo is None:
+            raise PaycoreError(errors.INVALID_PARAMETER, f"{name} needs a time zone", param=name)
 
 
 def raw_response(result: Any, *, replayed: bool = False) -> Response[Any]:

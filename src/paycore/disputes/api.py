@@ -9,7 +9,7 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import Parameter
 
-from paycore.api_support import page_limit, problem_responses
+from paycore.api_support import check_listing, page_limit, problem_responses
 from paycore.disputes import schemas
 from paycore.disputes.model import STATUSES
 from paycore.disputes.service import DISPUTE_NOT_FOUND, DisputeService, ListDisputes
@@ -51,15 +51,7 @@ class DisputeController(Controller):
     ) -> schemas.DisputeList:
         if status is not None and status not in _STATUSES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown status {status!r}", param="status")
-        if starting_after and ending_before:
-            raise PaycoreError(
-                errors.INVALID_PARAMETER,
-                "use starting_after or ending_before, not both",
-                param="ending_before",
-            )
-        for name, value in (("created_gte", created_gte), ("created_lt", created_lt)):
-            if value is not None and value.tzinfo is None:
-                raise PaycoreError(errors.INVALID_PARAMETER, f"{name} needs a time zone", param=name)
+        check_listing(starting_after, ending_before, created_gte=created_gte, created_lt=created_lt)
         return await disputes.list(
             principal,
             ListDisputes(

@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from paycore.api_support import (
     IDEMPOTENCY_KEY,
     NO_COMPRESSION,
+    check_listing,
     idempotency_for,
     page_limit,
     problem_responses,
@@ -90,15 +91,7 @@ class PaymentController(Controller):
     ) -> schemas.PaymentList:
         if status is not None and status not in _STATUSES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown status {status!r}", param="status")
-        if starting_after and ending_before:
-            raise PaycoreError(
-                errors.INVALID_PARAMETER,
-                "use starting_after or ending_before, not both",
-                param="ending_before",
-            )
-        for name, value in (("created_gte", created_gte), ("created_lt", created_lt)):
-            if value is not None and value.tzinfo is None:
-                raise PaycoreError(errors.INVALID_PARAMETER, f"{name} needs a time zone", param=name)
+        check_listing(starting_after, ending_before, created_gte=created_gte, created_lt=created_lt)
         query = ListQuery(
             limit=page_limit(limit),
             status=status,

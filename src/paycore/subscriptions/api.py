@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from paycore.api_support import (
     IDEMPOTENCY_KEY,
     IDEMPOTENCY_KEY_OPTIONAL,
+    check_listing,
     idempotency_for,
     page_limit,
     problem_responses,
@@ -90,12 +91,7 @@ class SubscriptionController(Controller):
     ) -> schemas.SubscriptionList:
         if status is not None and status not in model.STATUSES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown status {status!r}", param="status")
-        if starting_after and ending_before:
-            raise PaycoreError(
-                errors.INVALID_PARAMETER,
-                "use starting_after or ending_before, not both",
-                param="ending_before",
-            )
+        check_listing(starting_after, ending_before)
         method_id = None
         if payment_method_id is not None:
             method_id = parse_uuid(payment_method_id)

@@ -9,7 +9,7 @@ from typing import Annotated
 from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 
-from paycore.api_support import page_limit, problem_responses
+from paycore.api_support import check_listing, page_limit, problem_responses
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import parse_uuid
@@ -24,13 +24,6 @@ def _id(raw: str, spec: errors.ProblemSpec) -> uuid.UUID:
     if parsed is None:
         raise PaycoreError(spec)
     return parsed
-
-
-def _cursors(starting_after: str | None, ending_before: str | None) -> None:
-    if starting_after and ending_before:
-        raise PaycoreError(
-            errors.INVALID_PARAMETER, "use starting_after or ending_before, not both", param="ending_before"
-        )
 
 
 class WebhookEndpointController(Controller):
@@ -64,7 +57,7 @@ class WebhookEndpointController(Controller):
         starting_after: Annotated[str | None, Parameter(description="cursor: next page")] = None,
         ending_before: Annotated[str | None, Parameter(description="cursor: previous page")] = None,
     ) -> schemas.EndpointList:
-        _cursors(starting_after, ending_before)
+        check_listing(starting_after, ending_before)
         return await webhooks.list_endpoints(principal, page_limit(limit), starting_after, ending_before)
 
     @get("/{endpoint_id:str}", summary="Get a webhook endpoint", responses=problem_responses())
@@ -134,12 +127,9 @@ class EventController(Controller):
         created_gte: Annotated[datetime | None, Parameter(description="RFC 3339, inclusive")] = None,
         created_lt: Annotated[datetime | None, Parameter(description="RFC 3339, exclusive")] = None,
     ) -> schemas.EventList:
-        _cursors(starting_after, ending_before)
+        check_listing(starting_after, ending_before, created_gte=created_gte, created_lt=created_lt)
         if type is not None and type not in EVENT_TYPES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown event type {type!r}", param="type")
-        for name, value in (("created_gte", created_gte), ("created_lt", created_lt)):
-            if value is not None and value.tzinfo is None:
-                raise PaycoreError(errors.INVALID_PARAMETER, f"{name} needs a time zone", param=name)
         return await webhooks.list_events(
             principal,
             ListEvents(
