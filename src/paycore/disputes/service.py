@@ -23,6 +23,7 @@ import structlog
 from paycore.disputes import model, schemas
 from paycore.disputes.model import Candidate, DisputeFields
 from paycore.disputes.repository import DisputeRepository
+from paycore.gateway.epx import wire
 from paycore.gateway.north.client import DisputesUnavailable, NorthDispute, NorthDisputeClient, to_cents
 from paycore.kernel import errors
 from paycore.kernel.clock import Clock
@@ -57,13 +58,6 @@ def _date(text: str | None) -> date | None:
         return date.fromisoformat(text[:10])
     except ValueError:
         return None
-
-
-def _tran_nbr(value: str | int | None) -> int | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
 class DisputeService:
@@ -132,7 +126,7 @@ class DisputeService:
 
     async def upsert(self, merchant_id: uuid.UUID, dispute: NorthDispute) -> str:
         """Insert or update one dispute; 'created', 'updated' or 'unchanged'."""
-        tran_nbr = _tran_nbr(dispute.transaction_number)
+        tran_nbr = wire.parse_tran_nbr(dispute.transaction_number)
         amount = to_cents(dispute.chargeback_amount) or 0
         transaction_amount = to_cents(dispute.transaction_amount)
         async with self.db.transaction() as con:

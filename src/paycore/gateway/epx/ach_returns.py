@@ -26,6 +26,7 @@ import aiohttp
 import msgspec
 import structlog
 
+from paycore.gateway.epx import wire
 from paycore.gateway.port import CircuitOpenError, MerchantKey
 from paycore.kernel.money import decimal_to_cents
 from paycore.platform.http import UpstreamFailure, get_bounded
@@ -102,9 +103,7 @@ def parse_returns(body: bytes) -> list[AchReturn]:
         raise ReturnsUnavailable("returns report status is not success")
     out: list[AchReturn] = []
     for entry in envelope.data.returns:
-        tran_nbr = entry.tran_nbr if isinstance(entry.tran_nbr, int) else None
-        if isinstance(entry.tran_nbr, str) and entry.tran_nbr.strip().isdigit():
-            tran_nbr = int(entry.tran_nbr.strip())
+        tran_nbr = wire.parse_tran_nbr(entry.tran_nbr)
         code = (entry.return_code or "").strip().upper() or None
         change = (entry.change_code or "").strip().upper() or None
         try:

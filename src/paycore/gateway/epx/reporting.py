@@ -82,13 +82,6 @@ def _cents(amount: Decimal | None) -> int | None:
         raise _Unavailable("the report carries an invalid amount", healthy=False) from None
 
 
-def _tran_nbr(value: int | str) -> int | None:
-    if isinstance(value, int):
-        return value
-    text = value.strip()
-    return int(text) if text.isdigit() else None
-
-
 class EpxReportingClient:
     """Reads the gateway's record of one TRAN_NBR, through the `reporting_api` breaker."""
 
@@ -173,7 +166,7 @@ class EpxReportingClient:
             raise _Unavailable("malformed report", healthy=False) from None
         if envelope.status != "success" or envelope.data is None:
             raise _Unavailable("report status is not success", healthy=True)
-        matches = [t for t in envelope.data.transactions if _tran_nbr(t.tran_nbr) == tran_nbr]
+        matches = [t for t in envelope.data.transactions if wire.parse_tran_nbr(t.tran_nbr) == tran_nbr]
         if not matches:
             return None
         chosen = matches[0]

@@ -138,6 +138,15 @@ def tran_nbr_for(txn_id: uuid.UUID, k: int = 0) -> int:
     return TRAN_NBR_MIN + int.from_bytes(digest[:8], "big") % 9_000_000_000
 
 
+def parse_tran_nbr(value: int | str | None) -> int | None:
+    """A TRAN_NBR as reports echo it (a JSON number or text); None when it cannot be one. Longer
+    than 18 digits it could not even be stored (`bigint`), let alone match."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
 def _local(now: datetime, tz: tzinfo) -> datetime:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("naive datetime: pass an aware timestamp")
