@@ -128,6 +128,13 @@ class GatewayResult(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int = 0
 
 
+# `failed` error codes that mean the gateway was never reached (answered to callers as 424
+# `gateway_unavailable`); any other failure is the gateway refusing the request (`gateway_error`).
+UNAVAILABLE_ERROR_CODES: frozenset[str] = frozenset(
+    {"circuit_open", "gateway_unreachable", "connect_error", "not_processed"}
+)
+
+
 class ReportedTransaction(msgspec.Struct, frozen=True, kw_only=True):
     """A transaction as the gateway's reporting data knows it (used by reconciliation)."""
 

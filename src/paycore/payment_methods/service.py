@@ -38,7 +38,13 @@ import structlog
 
 from paycore.gateway.epx import wire
 from paycore.gateway.epx.ach_returns import AchReturn, AchReturnSource, ReturnsUnavailable
-from paycore.gateway.port import CallTrace, GatewayRequest, GatewayResult, TransactionProcessor
+from paycore.gateway.port import (
+    UNAVAILABLE_ERROR_CODES,
+    CallTrace,
+    GatewayRequest,
+    GatewayResult,
+    TransactionProcessor,
+)
 from paycore.idempotency.model import IdempotencyRequest
 from paycore.idempotency.service import Idempotency, ServiceResponse
 from paycore.kernel import errors
@@ -63,7 +69,6 @@ log = structlog.get_logger("paycore.payment_methods")
 _encode = msgspec.json.Encoder().encode
 MAX_TRAN_NBR_TRIES: Final = 5
 TOUCH_TIMEOUT: Final = 5.0
-_UNAVAILABLE: Final = frozenset({"circuit_open", "gateway_unreachable", "connect_error", "not_processed"})
 _MAX_SWEEP_BATCHES: Final = 1000
 CACHE_CHANNEL: Final = "paycore_cache_invalidate"
 _KEYS_PER_NOTIFY: Final = 40  # NOTIFY payloads are limited to 8000 bytes
@@ -436,7 +441,11 @@ class PaymentMethodService:
             log.warning(
                 "payment_method_gateway_outcome_unknown", transaction_id=str(txn_id), reason=result.error_code
             )
-        spec = errors.GATEWAY_UNAVAILABLE if result.error_code in _UNAVAILABLE else errors.GATEWAY_ERROR
+        spec = (
+            errors.GATEWAY_UNAVAILABLE
+            if result.error_code in UNAVAILABLE_ERROR_CODES
+            else errors.GATEWAY_ERROR
+        )
         return PaycoreError(
             spec,
             "The gateway did not complete the verification; nothing was saved. Retry later.",

@@ -28,8 +28,10 @@ import structlog
 
 from paycore.gateway.epx import wire
 from paycore.gateway.port import (
+    UNAVAILABLE_ERROR_CODES,
     CallTrace,
     GatewayRequest,
+    GatewayResponse,
     GatewayResult,
     MerchantKey,
     ReportedTransaction,
@@ -750,7 +752,11 @@ class PaymentService:
             )
             return ServiceResponse(spec.status, _problem_body(exc), "application/problem+json"), False
         # failed: the gateway did not process it
-        spec = errors.GATEWAY_UNAVAILABLE if result.error_code in _UNAVAILABLE else errors.GATEWAY_ERROR
+        spec = (
+            errors.GATEWAY_UNAVAILABLE
+            if result.error_code in UNAVAILABLE_ERROR_CODES
+            else errors.GATEWAY_ERROR
+        )
         if (
             row.type == TxType.VOID.value
             and result.response
@@ -936,9 +942,6 @@ def _span_attributes(principal: Principal, payment_type: str | None, amount: int
     return attributes
 
 
-_UNAVAILABLE: Final = frozenset({"circuit_open", "gateway_unreachable", "connect_error", "not_processed"})
-
-
 def _mentions_settled(text: str | None) -> bool:
     return bool(text) and "settle" in (text or "").lower()
 
@@ -950,8 +953,6 @@ def _row_of(entry_id: uuid.UUID, root: TxnRow, children: list[TxnRow]) -> TxnRow
 
 
 def report_to_result(reported: ReportedTransaction | None) -> GatewayResult:
-    from paycore.gateway.port import GatewayResponse
-
     if reported is None:
         return GatewayResult(
             outcome="failed", error_code="not_processed", detail="The gateway has no record of it"
