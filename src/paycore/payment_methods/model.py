@@ -240,6 +240,11 @@ ACCOUNT_INVALID_CODES: Final = frozenset(
 NACHA_THRESHOLDS: Final = {"unauthorized": 0.005, "administrative": 0.03, "overall": 0.15}
 _RETURN_CODE: Final = re.compile(r"R[0-9]{2}")
 _CHANGE_CODE: Final = re.compile(r"C[0-9]{2}")
+# NOCs that correct the account (C01 account number, C02 routing number, C03 both, C05 transaction
+# code, i.e. checking vs savings, C06 account number and code, C07 all three). paycore holds only a
+# gateway token bound to the old data (and the last 4), so it cannot apply them: the account must be
+# collected again, which also validates it again as NACHA asks on a change of account number.
+ACCOUNT_CHANGE_CODES: Final = frozenset({"C01", "C02", "C03", "C05", "C06", "C07"})
 
 
 def return_class(code: str) -> ReturnClass:
@@ -262,7 +267,7 @@ class ReturnAction(enum.StrEnum):
     FAIL_VERIFICATION = "fail_verification"  # a returned pre-note: the account is `failed`
     DEACTIVATE = "deactivate"  # a live entry returned: stop debiting the account
     COUNT = "count"  # counted; below the deactivation threshold
-    RECORD = "record"  # kept for reporting only (no matching method, a NOC)
+    RECORD = "record"  # kept for reporting only (no matching method, an informational NOC)
 
 
 class ReturnDecision(msgspec.Struct, frozen=True):
@@ -271,16 +276,34 @@ class ReturnDecision(msgspec.Struct, frozen=True):
 
 
 def decide_return(
-    *, entry: str, code: str | None, returns_after: int, threshold: int, method_found: bool
+    *,
+    entry: str,
+    code: str | None,
+    returns_after: int,
+    threshold: int,
+    method_found: bool,
+    change_code: str | None = None,
+    verified: bool = False,
 ) -> ReturnDecision:
-    """What a return does to its payment method.
+    """What a return (`code`) or a notification of change (`change_code`) does to its payment method.
 
     * any return on the pre-note fails verification (§7.2; R02, R03, R04, R20 are the usual ones);
     * on a live debit or credit: an account-invalid or unauthorised code deactivates at once, and
       any code deactivates once the method has `threshold` returns (`excessive_returns`);
-    * a notification of change (`code` None) or an unmatched return is only recorded.
+    * a NOC that corrects the account (C01–C03, C05–C07) cannot be applied to a token: on a pending
+      pre-note it fails verification (§7.2: verified only "with no return and no NOC"), otherwise it
+      deactivates the account, so no further entry goes out with the wrong data (§7.2: the change is
+      due before the next entry);
+    * any other NOC (C08 and up: addenda, individual id…), and anything that matches no payment
+      method, is only recorded.
     """
-    if code is None or not method_found:
+    if not method_found:
+        return ReturnDecision(ReturnAction.RECORD)
+    if code is None:
+        if change_code in ACCOUNT_CHANGE_CODES and entry in ("prenote", "debit"):
+            if entry == "prenote" and not verified:
+                return ReturnDecision(ReturnAction.FAIL_VERIFICATION, "notification_of_change")
+            return ReturnDecision(ReturnAction.DEACTIVATE, "notification_of_change")
         return ReturnDecision(ReturnAction.RECORD)
     if entry == "prenote":
         return ReturnDecision(ReturnAction.FAIL_VERIFICATION, "verification_failed")

@@ -225,6 +225,18 @@ COUNT_RETURN = Query(
         "$4",
     ),
 )
+DEACTIVATE_FOR_CHANGE = Query(
+    "payment_methods.deactivate_for_change",
+    Tier.SIMPLE,
+    _with_event(
+        f"""UPDATE customer_payment_methods
+               SET is_active = false, deactivation_reason = $2, updated_at = now()
+             WHERE id = $1 AND is_active
+            RETURNING {COLUMNS}""",
+        "'payment_method.deactivated'",
+        "$3",
+    ),
+)
 PURGE_DELETED = Query(
     "payment_methods.purge_deleted",
     Tier.STANDARD,
@@ -495,6 +507,13 @@ class PaymentMethodRepository:
         traceparent: str | None,
     ) -> PaymentMethod | None:
         row = await con.fetchrow(COUNT_RETURN, method_id, deactivate_reason, event_type, traceparent)
+        return to_method(row) if row is not None else None
+
+    async def deactivate_for_change(
+        self, con: Connection, method_id: uuid.UUID, reason: str, traceparent: str | None
+    ) -> PaymentMethod | None:
+        """A NOC paycore cannot apply: stop the account (not a return: `return_count` unchanged)."""
+        row = await con.fetchrow(DEACTIVATE_FOR_CHANGE, method_id, reason, traceparent)
         return to_method(row) if row is not None else None
 
     async def return_rate_counts(

@@ -1018,6 +1018,8 @@ class PaymentMethodService:
             decision = model.decide_return(
                 entry=entry_kind,
                 code=entry.return_code,
+                change_code=entry.change_code,
+                verified=method is not None and method.verification_status == "verified",
                 returns_after=(method.return_count + 1) if method is not None else 0,
                 threshold=self.policy.return_threshold,
                 method_found=method is not None,
@@ -1044,6 +1046,10 @@ class PaymentMethodService:
             if method is not None and decision.action is ReturnAction.FAIL_VERIFICATION:
                 changed = await self.repo.fail_verification(
                     con, method.id, code, decision.reason or "verification_failed", traceparent
+                )
+            elif method is not None and kind == "noc" and decision.action is ReturnAction.DEACTIVATE:
+                changed = await self.repo.deactivate_for_change(
+                    con, method.id, decision.reason or "notification_of_change", traceparent
                 )
             elif method is not None and decision.action in (ReturnAction.DEACTIVATE, ReturnAction.COUNT):
                 deactivate = decision.action is ReturnAction.DEACTIVATE

@@ -313,16 +313,66 @@ async def test_concurrent_ingest_runs_apply_each_return_once(container, principa
     assert got.bank_account.return_count == 1
 
 
-async def test_unmatched_returns_and_nocs_are_recorded_without_effect(
-    container, principal, sim_control, clean_db
-):
+async def test_account_noc_on_the_prenote_fails_verification(container, principal, sim_control, clean_db):
+    """§7.2: verified only "with no return and no NOC". A C01 (wrong account number) cannot be
+    applied to a token: the account fails verification and must be saved anew."""
     pm_id = await saved_id(container, principal, "cus_1", bank_body("800000001"))  # NOC trigger C01
     now = await advance_until_due(sim_control, clean_db, pm_id)
     result = await container.payment_methods.ingest_returns(now=now)
-    assert result.actions.get("record", 0) >= 1
+    assert effects(result) == {"fail_verification": 1}
     [noc] = await sql(clean_db, "SELECT kind, code, action FROM ach_returns WHERE kind = 'noc'")
-    assert (noc["code"], noc["action"]) == ("C01", "record")
-    assert await container.payment_methods.verify_due(now=now) == 1
+    assert (noc["code"], noc["action"]) == ("C01", "fail_verification")
+    assert await container.payment_methods.verify_due(now=now) == 0
+    got = await container.payment_methods.get(principal, "cus_1", pm_id)
+    assert got.verification_status == "failed" and got.deactivation_reason == "notification_of_change"
+    assert got.bank_account.return_count == 0  # a NOC is not a return
+    assert [e["id"] for e in await events(clean_db, "payment_method.verification_failed")] == [pm_id]
+    # ingesting the same report again changes nothing
+    again = await container.payment_methods.ingest_returns(now=now)
+    assert effects(again) == {}
+
+
+async def test_account_noc_on_a_live_debit_stops_further_debits(container, principal, sim_control, clean_db):
+    pm_id = await verified_account(container, principal, sim_control, clean_db)
+    debit = decode(await pay(container, principal, pm_id))
+    await sim_control.inject_ach_return(int(debit["gateway"]["tran_nbr"]), "C03")
+    result = await container.payment_methods.ingest_returns(now=await sim_now(sim_control))
+    assert effects(result) == {"deactivate": 1}
+    got = await container.payment_methods.get(principal, "cus_1", pm_id)
+    assert got.status == "inactive" and got.deactivation_reason == "notification_of_change"
+    assert got.verification_status == "verified" and got.bank_account.return_count == 0
+    assert [e["id"] for e in await events(clean_db, "payment_method.deactivated")] == [pm_id]
+    with pytest.raises(PaycoreError) as info:
+        await pay(container, principal, pm_id)
+    assert info.value.code == "payment_method_inactive"
+    # a NOC counts in no NACHA return rate
+    [row] = await sql(clean_db, "SELECT count(*) AS n FROM ach_returns WHERE return_class IS NOT NULL")
+    assert row["n"] == 0
+
+
+async def test_c05_on_the_prenote_fails_verification_too(container, principal, sim_control, clean_db):
+    """A checking account that is really savings: the gateway token is bound to the account type, so
+    the account is saved anew as savings (the simulator refuses a savings debit on a checking BRIC)."""
+    pm_id = await saved_id(container, principal, "cus_1", bank_body("800000005"))  # NOC trigger C05
+    now = await advance_until_due(sim_control, clean_db, pm_id)
+    result = await container.payment_methods.ingest_returns(now=now)
+    assert effects(result) == {"fail_verification": 1}
+    got = await container.payment_methods.get(principal, "cus_1", pm_id)
+    assert got.verification_status == "failed" and got.deactivation_reason == "notification_of_change"
+
+
+async def test_informational_nocs_and_unmatched_entries_are_only_recorded(
+    container, principal, sim_control, clean_db
+):
+    pm_id = await verified_account(container, principal, sim_control, clean_db)
+    debit = decode(await pay(container, principal, pm_id))
+    await sim_control.inject_ach_return(int(debit["gateway"]["tran_nbr"]), "C09")  # individual id
+    result = await container.payment_methods.ingest_returns(now=await sim_now(sim_control))
+    assert effects(result) == {}
+    [noc] = await sql(clean_db, "SELECT code, action FROM ach_returns WHERE kind = 'noc'")
+    assert (noc["code"], noc["action"]) == ("C09", "record")
+    got = await container.payment_methods.get(principal, "cus_1", pm_id)
+    assert got.status == "active"
 
 
 async def test_returns_report_unavailable_is_skipped(container, principal, sim_control):

@@ -149,13 +149,46 @@ def test_usable_methods_pass_and_customer_must_match():
         ("debit", "R10", 1, True, ReturnAction.DEACTIVATE, "unauthorized_return"),
         ("debit", "R07", 1, True, ReturnAction.DEACTIVATE, "unauthorized_return"),
         ("debit", "R01", 1, False, ReturnAction.RECORD, None),
-        ("debit", None, 1, True, ReturnAction.RECORD, None),  # a NOC
+        ("debit", None, 1, True, ReturnAction.RECORD, None),  # a NOC without a change code
         ("credit", "R23", 1, False, ReturnAction.RECORD, None),
     ],
 )
 def test_return_decisions(entry, code, after, found, action, reason):
     decision = model.decide_return(
         entry=entry, code=code, returns_after=after, threshold=2, method_found=found
+    )
+    assert (decision.action, decision.reason) == (action, reason)
+
+
+@pytest.mark.parametrize(
+    ("entry", "change", "verified", "found", "action", "reason"),
+    [
+        ("prenote", "C01", False, True, ReturnAction.FAIL_VERIFICATION, "notification_of_change"),
+        ("prenote", "C02", False, True, ReturnAction.FAIL_VERIFICATION, "notification_of_change"),
+        ("prenote", "C03", False, True, ReturnAction.FAIL_VERIFICATION, "notification_of_change"),
+        ("prenote", "C06", False, True, ReturnAction.FAIL_VERIFICATION, "notification_of_change"),
+        ("prenote", "C07", False, True, ReturnAction.FAIL_VERIFICATION, "notification_of_change"),
+        # a NOC on the pre-note that arrives after verification: the account is stopped, not "failed"
+        ("prenote", "C01", True, True, ReturnAction.DEACTIVATE, "notification_of_change"),
+        ("debit", "C01", True, True, ReturnAction.DEACTIVATE, "notification_of_change"),
+        ("debit", "C07", True, True, ReturnAction.DEACTIVATE, "notification_of_change"),
+        ("prenote", "C05", False, True, ReturnAction.FAIL_VERIFICATION, "notification_of_change"),
+        ("debit", "C05", True, True, ReturnAction.DEACTIVATE, "notification_of_change"),
+        ("debit", "C09", True, True, ReturnAction.RECORD, None),  # individual id: informational
+        ("debit", "C13", True, True, ReturnAction.RECORD, None),
+        ("credit", "C01", True, True, ReturnAction.RECORD, None),
+        ("debit", "C01", True, False, ReturnAction.RECORD, None),
+    ],
+)
+def test_noc_decisions(entry, change, verified, found, action, reason):
+    decision = model.decide_return(
+        entry=entry,
+        code=None,
+        change_code=change,
+        verified=verified,
+        returns_after=0,
+        threshold=2,
+        method_found=found,
     )
     assert (decision.action, decision.reason) == (action, reason)
 
