@@ -30,7 +30,7 @@ from paycore.disputes.service import DisputeService
 from paycore.idempotency.model import Replay
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
-from paycore.merchants.model import Principal
+from paycore.merchants.model import Principal, looks_like_jwt
 from paycore.middleware import RequestEnvelope
 from paycore.payment_methods.api import PaymentMethodController
 from paycore.payment_methods.service import PaymentMethodService
@@ -129,10 +129,15 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     if not header or not header.lower().startswith("bearer "):
         raise PaycoreError(
             errors.UNAUTHENTICATED,
-            "Send the API key as `Authorization: Bearer sk_…`",
+            "Send `Authorization: Bearer sk_…` (an API key) or `Authorization: Bearer <JWT>` (a service JWT)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = await _container(request).merchants.authenticate(header[7:].strip())
+    credential = header[7:].strip()
+    merchants = _container(request).merchants
+    if not credential.startswith("sk_") and looks_like_jwt(credential):
+        principal = await merchants.authenticate_jwt(credential)  # service-to-service (RS256)
+    else:
+        principal = await merchants.authenticate(credential)
     limits: RateLimits | None = request.app.state.get("rate_limits")
     if limits is not None:
         await limits.check_merchant(principal.merchant.id, principal.merchant.slug)  # A8: 429 + Retry-After
@@ -333,7 +338,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             components=Components(
                 security_schemes={
                     "apiKey": SecurityScheme(
-                        type="http", scheme="bearer", description="Merchant API key: sk_test_… or sk_live_…"
+                        type="http",
+                        scheme="bearer",
+                        description=(
+                            "A merchant API key (sk_test_… or sk_live_…), or a service-to-service RS256 "
+                            "JWT signed by a registered client service: `iss` selects its key, "
+                            "`merchant_id` must be granted, `exp` and `jti` are required"
+                        ),
                     )
                 }
             ),

@@ -24,9 +24,9 @@ from paycore.gateway.port import TransactionProcessor
 from paycore.idempotency.repository import IdempotencyRepository
 from paycore.idempotency.service import Idempotency
 from paycore.kernel.clock import Clock, SystemClock
-from paycore.merchants.model import Merchant, Principal
+from paycore.merchants.model import Merchant, Principal, ServiceClient
 from paycore.merchants.repository import MerchantRepository
-from paycore.merchants.service import MerchantDirectory
+from paycore.merchants.service import JwtPolicy, MerchantDirectory, RevokedJtis, ServiceAuthCaches
 from paycore.payment_methods.model import PaymentMethod
 from paycore.payment_methods.repository import PaymentMethodRepository
 from paycore.payment_methods.service import PaymentMethodService, Policy
@@ -93,6 +93,7 @@ class Container:
         )
         self.tasks.periodic("task_leak_monitor", s.task_leak_interval, self._leak_tick)
         self.payment_methods.start_listener()  # cross-process cache invalidation (LISTEN)
+        self.merchants.start_listener()  # credentials: API-key and service-JWT revocations
 
     async def _pool_tick(self) -> None:
         self.pool_monitor.tick()
@@ -156,8 +157,9 @@ def job_definitions(settings: Settings | None = None) -> list[JobDefinition]:
 
 
 def build_merchant_directory(
-    settings: Settings, db: Database, tasks: TaskSupervisor | None = None
+    settings: Settings, db: Database, tasks: TaskSupervisor | None = None, *, dsn: str | None = None
 ) -> MerchantDirectory:
+    """`dsn`: where serving processes LISTEN for the other processes' credential invalidations."""
     return MerchantDirectory(
         db,
         MerchantRepository(db),
@@ -175,8 +177,34 @@ def build_merchant_directory(
             max_size=settings.merchant_cache_max_size,
             enabled=settings.merchant_cache_enabled,
         ),
+        service_auth=ServiceAuthCaches(
+            clients=AsyncTTLCache[str, ServiceClient | None](
+                "service_client",
+                ttl=settings.service_client_cache_ttl,
+                max_size=settings.merchant_cache_max_size,
+                enabled=settings.merchant_cache_enabled,
+            ),
+            grants=AsyncTTLCache[tuple[uuid.UUID, uuid.UUID], bool](
+                "service_grant",
+                ttl=settings.service_grant_cache_ttl,
+                max_size=10_000,
+                enabled=settings.merchant_cache_enabled,
+            ),
+            revoked=AsyncTTLCache[str, RevokedJtis](
+                "revoked_jti",
+                ttl=settings.revoked_jti_cache_ttl,
+                max_size=1,
+                enabled=settings.merchant_cache_enabled,
+            ),
+        ),
+        jwt_policy=JwtPolicy(
+            leeway=settings.jwt_leeway,
+            max_lifetime=settings.jwt_max_lifetime,
+            audience=settings.jwt_audience or None,
+        ),
         tasks=tasks,
         resealers=[lambda keyring: reseal_secrets(WebhookRepository(db), keyring)],
+        listen_dsn=dsn,
     )
 
 
@@ -374,7 +402,7 @@ async def build_container(
             if settings.epx_reporting_url
             else None
         )
-        merchants = build_merchant_directory(settings, db, tasks)
+        merchants = build_merchant_directory(settings, db, tasks, dsn=dsn)
         payment_methods = build_payment_method_service(
             settings,
             db,

@@ -93,6 +93,10 @@ def _pos_duration(text: str) -> float:
     return _positive(parse_duration(text))
 
 
+def _nonneg_duration(text: str) -> float:
+    return parse_duration(text)
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -377,6 +381,25 @@ class Settings:
     )
     cache_max_stale: float = _env(
         "PAYCORE_CACHE_MAX_STALE", "15m", _pos_duration, "stale-on-error limit (credentials)"
+    )
+    # --- service-to-service JWTs (RS256; docs/api.md "Service-to-service authentication") -------
+    jwt_leeway: float = _env(
+        "PAYCORE_JWT_LEEWAY", "30s", _nonneg_duration, "clock skew allowed on `exp`, `nbf` and `iat`"
+    )
+    jwt_max_lifetime: float = _env(
+        "PAYCORE_JWT_MAX_LIFETIME", "1h", _pos_duration, "longest accepted token life (`exp - iat`)"
+    )
+    jwt_audience: str | None = _env(
+        "PAYCORE_JWT_AUDIENCE", None, str, "when set, tokens must carry this `aud`; unset = `aud` not checked"
+    )
+    service_client_cache_ttl: float = _env(
+        "PAYCORE_SERVICE_CLIENT_CACHE_TTL", "5m", _pos_duration, "service-client public-key cache TTL"
+    )
+    service_grant_cache_ttl: float = _env(
+        "PAYCORE_SERVICE_GRANT_CACHE_TTL", "1m", _pos_duration, "service grant cache TTL"
+    )
+    revoked_jti_cache_ttl: float = _env(
+        "PAYCORE_REVOKED_JTI_CACHE_TTL", "30s", _pos_duration, "revoked-`jti` list reload interval"
     )
     # --- rate limits -------------------------------------------------------------------------
     ip_rate_limit_rps: int = _env("PAYCORE_IP_RATE_LIMIT_RPS", "10", _pos_int, "per-IP rate (public routes)")

@@ -1,4 +1,4 @@
-"""`paycore admin …`: merchants, API keys and key rotation from the command line (audit-logged)."""
+"""`paycore admin …`: merchants, API keys, service clients and grants, key rotation (audit-logged)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import asyncio
 import json
 import sys
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from paycore.config import load_settings
 from paycore.gateway.port import MerchantKey
+
+if TYPE_CHECKING:
+    from paycore.merchants.service import MerchantDirectory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +42,112 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lk.add_argument("--merchant", required=True)
     sub.add_parser("list-merchants", help="list merchants")
     sub.add_parser("rotate-encryption-key", help="re-encrypt secrets at rest under the primary key")
+    _add_service_auth_arguments(sub)
+
+
+def _add_service_auth_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Service-to-service credentials: client services (RS256 public keys), grants, revoked tokens."""
+    sc = sub.add_parser("create-service-client", help="register a client service and its RSA public key")
+    sc.add_argument("--issuer", required=True, help="the `iss` its tokens carry (never reused)")
+    sc.add_argument("--name", required=True)
+    sc.add_argument("--public-key-file", required=True, help="PEM file of the RSA (>= 2048 bits) public key")
+    sub.add_parser("list-service-clients", help="list client services (issuer, key fingerprint, status)")
+    rc = sub.add_parser("revoke-service-client", help="refuse every token of a client service")
+    rc.add_argument("client", help="client id or issuer")
+    gr = sub.add_parser("grant", help="allow a client service to act for a merchant")
+    gr.add_argument("--client", required=True, help="client id or issuer")
+    gr.add_argument("--merchant", required=True, help="merchant id or slug")
+    rg = sub.add_parser("revoke-grant", help="withdraw a client service's grant for a merchant")
+    rg.add_argument("--client", required=True, help="client id or issuer")
+    rg.add_argument("--merchant", required=True, help="merchant id or slug")
+    lg = sub.add_parser("list-grants", help="list grants (optionally of one client or merchant)")
+    lg.add_argument("--client", help="client id or issuer")
+    lg.add_argument("--merchant", help="merchant id or slug")
+    rj = sub.add_parser("revoke-jti", help="refuse one service token by its `jti` until it expires")
+    rj.add_argument("--client", required=True, help="client id or issuer")
+    rj.add_argument("--jti", required=True)
+    rj.add_argument(
+        "--expires-at",
+        required=True,
+        help="the token's `exp`: RFC 3339 (2026-11-27T10:00:00Z) or epoch seconds",
+    )
+
+
+def _parse_expiry(text: str) -> datetime:
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), tz=UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            "--expires-at: RFC 3339 with a zone (2026-11-27T10:00:00Z) or epoch seconds"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError("--expires-at needs a time zone (e.g. 2026-11-27T10:00:00Z)")
+    return parsed
+
+
+async def _run_service_auth(args: argparse.Namespace, directory: MerchantDirectory) -> int | None:
+    """The service-credential commands; None when `args` is not one of them."""
+    cmd = args.admin_command
+
+    async def client_id(ref: str) -> uuid.UUID:
+        found = await directory.find_service_client(ref)
+        if found is None:
+            raise SystemExit(f"paycore admin: no service client {ref!r}")
+        return found.id
+
+    async def merchant_id(ref: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(ref)
+        except ValueError:
+            found = await directory.get_by_slug(ref)
+            if found is None:
+                raise SystemExit(f"paycore admin: no merchant {ref!r}") from None
+            return found.id
+
+    if cmd == "create-service-client":
+        try:
+            pem = await asyncio.to_thread(Path(args.public_key_file).read_text, encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"--public-key-file: {exc.strerror or exc}") from None
+        client = await directory.create_service_client(issuer=args.issuer, name=args.name, public_key_pem=pem)
+        print(
+            json.dumps(
+                {
+                    "id": str(client.id),
+                    "issuer": client.issuer,
+                    "name": client.name,
+                    "key_fingerprint": client.key_fingerprint,
+                }
+            )
+        )
+    elif cmd == "list-service-clients":
+        print(json.dumps(await directory.list_service_clients(), default=str, indent=2))
+    elif cmd == "revoke-service-client":
+        ok = await directory.revoke_service_client(await client_id(args.client))
+        print(json.dumps({"revoked": ok}))
+        return 0 if ok else 1
+    elif cmd == "grant":
+        grant_id = await directory.grant(await client_id(args.client), await merchant_id(args.merchant))
+        print(json.dumps({"id": str(grant_id), "status": "active"}))
+    elif cmd == "revoke-grant":
+        ok = await directory.revoke_grant(await client_id(args.client), await merchant_id(args.merchant))
+        print(json.dumps({"revoked": ok}))
+        return 0 if ok else 1
+    elif cmd == "list-grants":
+        grants = await directory.list_grants(
+            client_id=await client_id(args.client) if args.client else None,
+            merchant_id=await merchant_id(args.merchant) if args.merchant else None,
+        )
+        print(json.dumps(grants, default=str, indent=2))
+    elif cmd == "revoke-jti":
+        expires_at = _parse_expiry(args.expires_at)
+        await directory.revoke_jti(await client_id(args.client), args.jti, expires_at)
+        print(json.dumps({"revoked": True, "jti": args.jti, "expires_at": expires_at.isoformat()}))
+    else:
+        return None
+    return 0
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -118,6 +230,10 @@ async def _run(args: argparse.Namespace) -> int:
         elif cmd == "rotate-encryption-key":
             count = await directory.rotate_encryption_key()
             print(json.dumps({"resealed": count, "primary_version": directory.keyring.primary_version}))
+        else:
+            handled = await _run_service_auth(args, directory)
+            if handled is not None:
+                return handled
         return 0
     finally:
         await db.pool.close()

@@ -1,12 +1,13 @@
-"""SQL for merchants, API keys and the audit log."""
+"""SQL for merchants, API keys, service clients and grants, and the audit log."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from paycore.gateway.port import MerchantKey
-from paycore.merchants.model import Merchant
+from paycore.merchants.model import Merchant, ServiceClient, load_rsa_public_key
 from paycore.platform.db import Connection, Database, Query, Tier
 
 INSERT_MERCHANT = Query(
@@ -92,6 +93,120 @@ UPDATE_SEALED_SECRET = Query(
      WHERE id = $1 AND mac_secret_key_version = $4
     """,
 )
+
+# --- service clients, grants and revoked token ids (migration 0008) ------------------------------
+INSERT_SERVICE_CLIENT = Query(
+    "service_clients.insert",
+    Tier.SIMPLE,
+    """
+    INSERT INTO service_clients (id, issuer, name, public_key_pem, key_fingerprint)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (issuer) DO NOTHING
+    RETURNING *
+    """,
+)
+GET_SERVICE_CLIENT_BY_ISSUER = Query(
+    "service_clients.get_by_issuer", Tier.SIMPLE, "SELECT * FROM service_clients WHERE issuer = $1"
+)
+GET_SERVICE_CLIENT = Query("service_clients.get", Tier.SIMPLE, "SELECT * FROM service_clients WHERE id = $1")
+LIST_SERVICE_CLIENTS = Query(
+    "service_clients.list",
+    Tier.STANDARD,
+    """
+    SELECT id, issuer, name, key_fingerprint, status, created_at, revoked_at
+      FROM service_clients ORDER BY issuer LIMIT $1
+    """,
+)
+REVOKE_SERVICE_CLIENT = Query(
+    "service_clients.revoke",
+    Tier.SIMPLE,
+    """
+    UPDATE service_clients SET status = 'revoked', revoked_at = now()
+     WHERE id = $1 AND status = 'active'
+    RETURNING issuer
+    """,
+)
+INSERT_SERVICE_GRANT = Query(
+    "service_grants.insert",
+    Tier.SIMPLE,
+    """
+    INSERT INTO service_grants (id, client_id, merchant_id) VALUES ($1, $2, $3)
+    ON CONFLICT (client_id, merchant_id) WHERE status = 'active' DO NOTHING
+    RETURNING id
+    """,
+)
+HAS_ACTIVE_GRANT = Query(
+    "service_grants.has_active",
+    Tier.SIMPLE,
+    "SELECT EXISTS (SELECT 1 FROM service_grants WHERE client_id = $1 AND merchant_id = $2 "
+    "AND status = 'active')",
+)
+REVOKE_SERVICE_GRANT = Query(
+    "service_grants.revoke",
+    Tier.SIMPLE,
+    """
+    UPDATE service_grants SET status = 'revoked', revoked_at = now()
+     WHERE client_id = $1 AND merchant_id = $2 AND status = 'active'
+    RETURNING id
+    """,
+)
+_GRANT_COLUMNS = """
+    SELECT g.id, c.issuer, g.client_id, m.slug AS merchant_slug, g.merchant_id, g.status, g.created_at,
+           g.revoked_at
+      FROM service_grants g
+      JOIN service_clients c ON c.id = g.client_id
+      JOIN merchants m ON m.id = g.merchant_id
+"""
+LIST_GRANTS_OF_CLIENT = Query(
+    "service_grants.list_of_client",
+    Tier.STANDARD,
+    _GRANT_COLUMNS + " WHERE g.client_id = $1 ORDER BY g.created_at DESC LIMIT $2",
+)
+LIST_GRANTS_OF_MERCHANT = Query(
+    "service_grants.list_of_merchant",
+    Tier.STANDARD,
+    _GRANT_COLUMNS + " WHERE g.merchant_id = $1 ORDER BY g.created_at DESC LIMIT $2",
+)
+LIST_GRANTS = Query(
+    "service_grants.list",
+    Tier.STANDARD,
+    _GRANT_COLUMNS + " ORDER BY g.client_id, g.created_at DESC LIMIT $1",
+)
+REVOKE_JTI = Query(
+    "revoked_jtis.insert",
+    Tier.SIMPLE,
+    """
+    INSERT INTO revoked_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3)
+    ON CONFLICT (client_id, jti) DO UPDATE
+       SET expires_at = GREATEST(revoked_jtis.expires_at, EXCLUDED.expires_at)
+    """,
+)
+LIVE_REVOKED_JTIS = Query(
+    "revoked_jtis.live",
+    Tier.STANDARD,
+    """
+    SELECT client_id, jti FROM revoked_jtis
+     WHERE expires_at > now() - make_interval(secs => $1)
+     ORDER BY expires_at LIMIT $2
+    """,
+)
+IS_JTI_REVOKED = Query(
+    "revoked_jtis.exists",
+    Tier.SIMPLE,
+    "SELECT EXISTS (SELECT 1 FROM revoked_jtis WHERE client_id = $1 AND jti = $2)",
+)
+NOTIFY = Query("merchants.notify", Tier.SIMPLE, "SELECT pg_notify($1, $2)")
+
+
+def service_client_from_row(row: Any) -> ServiceClient:
+    return ServiceClient(
+        id=row["id"],
+        issuer=row["issuer"],
+        name=row["name"],
+        status=row["status"],
+        public_key=load_rsa_public_key(row["public_key_pem"]),
+        key_fingerprint=row["key_fingerprint"],
+    )
 
 
 def merchant_from_row(row: Any) -> Merchant:
@@ -182,3 +297,73 @@ class MerchantRepository:
     ) -> bool:
         status = await self.db.execute(UPDATE_SEALED_SECRET, merchant_id, ciphertext, version, old_version)
         return status.endswith(" 1")
+
+    # -- service clients, grants, revoked token ids ------------------------------------------------
+    async def insert_service_client(
+        self, con: Connection, client_id: uuid.UUID, issuer: str, name: str, pem: str, fingerprint: str
+    ) -> ServiceClient | None:
+        """None when the issuer is taken."""
+        row = await con.fetchrow(INSERT_SERVICE_CLIENT, client_id, issuer, name, pem, fingerprint)
+        return service_client_from_row(row) if row else None
+
+    async def get_service_client_by_issuer(self, issuer: str) -> ServiceClient | None:
+        row = await self.db.fetchrow(GET_SERVICE_CLIENT_BY_ISSUER, issuer)
+        return service_client_from_row(row) if row else None
+
+    async def get_service_client(self, client_id: uuid.UUID) -> ServiceClient | None:
+        row = await self.db.fetchrow(GET_SERVICE_CLIENT, client_id)
+        return service_client_from_row(row) if row else None
+
+    async def list_service_clients(self, limit: int = 500) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.db.fetch(LIST_SERVICE_CLIENTS, limit)]
+
+    async def revoke_service_client(self, con: Connection, client_id: uuid.UUID) -> str | None:
+        """The revoked client's issuer; None when it was unknown or already revoked."""
+        row = await con.fetchrow(REVOKE_SERVICE_CLIENT, client_id)
+        return row["issuer"] if row else None
+
+    async def insert_grant(
+        self, con: Connection, grant_id: uuid.UUID, client_id: uuid.UUID, merchant_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """None when an active grant already exists."""
+        row = await con.fetchrow(INSERT_SERVICE_GRANT, grant_id, client_id, merchant_id)
+        return row["id"] if row else None
+
+    async def has_active_grant(self, client_id: uuid.UUID, merchant_id: uuid.UUID) -> bool:
+        return bool(await self.db.fetchval(HAS_ACTIVE_GRANT, client_id, merchant_id))
+
+    async def revoke_grant(
+        self, con: Connection, client_id: uuid.UUID, merchant_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        row = await con.fetchrow(REVOKE_SERVICE_GRANT, client_id, merchant_id)
+        return row["id"] if row else None
+
+    async def list_grants(
+        self, *, client_id: uuid.UUID | None = None, merchant_id: uuid.UUID | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        if client_id is not None:
+            rows = await self.db.fetch(LIST_GRANTS_OF_CLIENT, client_id, limit)
+            if merchant_id is not None:
+                rows = [r for r in rows if r["merchant_id"] == merchant_id]
+        elif merchant_id is not None:
+            rows = await self.db.fetch(LIST_GRANTS_OF_MERCHANT, merchant_id, limit)
+        else:
+            rows = await self.db.fetch(LIST_GRANTS, limit)
+        return [dict(r) for r in rows]
+
+    async def revoke_jti(self, con: Connection, client_id: uuid.UUID, jti: str, expires_at: datetime) -> None:
+        await con.execute(REVOKE_JTI, client_id, jti, expires_at)
+
+    async def live_revoked_jtis(self, leeway: float, limit: int) -> list[tuple[uuid.UUID, str]]:
+        rows = await self.db.fetch(LIVE_REVOKED_JTIS, leeway, limit)
+        return [(r["client_id"], r["jti"]) for r in rows]
+
+    async def is_jti_revoked(self, client_id: uuid.UUID, jti: str) -> bool:
+        return bool(await self.db.fetchval(IS_JTI_REVOKED, client_id, jti))
+
+    async def notify(self, con: Connection | None, channel: str, payload: str) -> None:
+        """`pg_notify`: inside a transaction it is delivered at commit (never for a rollback)."""
+        if con is None:
+            await self.db.fetchval(NOTIFY, channel, payload)
+        else:
+            await con.fetchval(NOTIFY, channel, payload)

@@ -1,16 +1,21 @@
 """The merchant directory: the only code that reads merchants, keys and secrets (CACHE-1).
 
-Authentication resolves an API key to a `Principal` from an in-process TTL cache (single-flight),
-so the hot path does not touch the database. Revocation and merchant changes invalidate it.
+Authentication resolves an API key or a service JWT to a `Principal` from in-process TTL caches
+(single-flight), so the hot path does not touch the database. Revocation and merchant changes
+invalidate them, in this process after the commit and in the others through `NOTIFY`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
 
+import jwt
 import structlog
 
 from paycore.gateway.port import MerchantKey
@@ -18,16 +23,62 @@ from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
 from paycore.merchants import model
-from paycore.merchants.model import KeyMode, Merchant, Principal
+from paycore.merchants.model import KeyMode, Merchant, Principal, ServiceClient
 from paycore.merchants.repository import MerchantRepository
 from paycore.platform.cache import AsyncTTLCache
 from paycore.platform.crypto import Keyring, Sealed, SecretStr
-from paycore.platform.db import Database
+from paycore.platform.db import Connection, Database
+from paycore.platform.invalidation import CACHE_CHANNEL, listen_for_invalidations
 from paycore.platform.tasks import TaskSupervisor
 
 log = structlog.get_logger("paycore.merchants")
 
 TOUCH_INTERVAL = 60.0  # seconds between `last_used_at` writes per API key
+REVOKED_JTI_LIMIT: Final = 50_000  # more live revocations than this: checked per token in the database
+_REQUIRED_CLAIMS: Final = ["exp", "iss", "jti", "merchant_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class JwtPolicy:
+    """How service JWTs are checked (PAYCORE_JWT_*)."""
+
+    leeway: float = 30.0
+    max_lifetime: float = 3600.0
+    audience: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedJtis:
+    """The live (unexpired) revoked token ids; `complete` is False when the list was cut at
+    `REVOKED_JTI_LIMIT`, and a token not in it must then be looked up."""
+
+    entries: frozenset[tuple[uuid.UUID, str]]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAuthCaches:
+    clients: AsyncTTLCache[str, ServiceClient | None]  # by issuer; unknown issuers cached as None
+    grants: AsyncTTLCache[tuple[uuid.UUID, uuid.UUID], bool]  # (client id, merchant id) -> active
+    revoked: AsyncTTLCache[str, RevokedJtis]  # one entry: the live revocations
+
+
+def _invalid_token() -> PaycoreError:
+    # one message for every signature, issuer, claim and revocation failure: a caller learns
+    # nothing about which check refused the token
+    return PaycoreError(
+        errors.UNAUTHENTICATED, "The token is not valid", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _expired_token() -> PaycoreError:
+    return PaycoreError(
+        errors.UNAUTHENTICATED, "The token has expired", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _not_granted() -> PaycoreError:
+    return PaycoreError(errors.FORBIDDEN, "These credentials may not act for this merchant")
 
 
 class NewApiKey:
@@ -48,8 +99,12 @@ class MerchantDirectory:
         keyring: Keyring,
         principal_cache: AsyncTTLCache[bytes, Principal | None],
         merchant_cache: AsyncTTLCache[uuid.UUID, Merchant | None],
+        service_auth: ServiceAuthCaches,
+        jwt_policy: JwtPolicy,
         tasks: TaskSupervisor | None = None,
         resealers: Sequence[Callable[[Keyring], Awaitable[int]]] = (),
+        listen_dsn: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
         self.repo = repository
@@ -61,6 +116,13 @@ class MerchantDirectory:
         self._touched: dict[uuid.UUID, float] = {}
         # other capabilities' secrets at rest (webhook signing secrets), re-encrypted by the same rotation
         self.resealers = tuple(resealers)
+        self.service_clients = service_auth.clients
+        self.service_grants = service_auth.grants
+        self.revoked_jtis = service_auth.revoked
+        self.jwt_policy = jwt_policy
+        self.listen_dsn = listen_dsn
+        self.listening = asyncio.Event()
+        self._clock = clock
 
     # -- authentication (hot path) --------------------------------------------------------------
     async def authenticate(self, api_key: str) -> Principal:
@@ -94,6 +156,127 @@ class MerchantDirectory:
             return None
         merchant, mode, key_id = found
         return Principal(merchant=merchant, mode="live" if mode == "live" else "test", api_key_id=key_id)
+
+    # -- service JWTs (hot path) --------------------------------------------------------------------
+    async def authenticate_jwt(self, token: str) -> Principal:
+        """An RS256 JWT of a registered client service → the granted merchant's principal.
+
+        `iss` is read unverified only to pick the client's public key (cached); then PyJWT verifies
+        the signature with `algorithms=["RS256"]` alone (never `none`, never an HMAC keyed with the
+        public key) and the claims; then paycore's rules (model.check_claims), the revoked `jti`
+        list (in memory), the grant (cached) and the merchant (cached). 401 for anything about the
+        token itself, 403 when the client may not act for that merchant.
+        """
+        if len(token) > model.TOKEN_MAX_LENGTH or not model.looks_like_jwt(token):
+            raise _invalid_token()
+        try:
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _invalid_token() from None
+        header, payload = unverified["header"], unverified["payload"]
+        issuer = payload.get("iss") if isinstance(payload, dict) else None
+        if header.get("alg") != "RS256" or not isinstance(issuer, str):
+            raise _invalid_token()
+        if not model.ISSUER_PATTERN.match(issuer):
+            raise _invalid_token()
+        client = await self.service_clients.get_or_load(
+            issuer, lambda: self.repo.get_service_client_by_issuer(issuer)
+        )
+        if client is None or not client.active:
+            raise _invalid_token()
+        policy = self.jwt_policy
+        try:
+            claims = jwt.decode(
+                token,
+                client.public_key,
+                algorithms=["RS256"],
+                options={"require": _REQUIRED_CLAIMS, "verify_aud": policy.audience is not None},
+                audience=policy.audience,
+                issuer=client.issuer,
+                leeway=policy.leeway,
+            )
+        except jwt.ExpiredSignatureError:
+            raise _expired_token() from None
+        except jwt.PyJWTError:
+            raise _invalid_token() from None
+        try:
+            checked = model.check_claims(
+                claims, now=self._clock(), max_lifetime=policy.max_lifetime, leeway=policy.leeway
+            )
+        except model.InvalidClaims as exc:
+            raise (_expired_token() if str(exc) == "expired" else _invalid_token()) from None
+        if await self._jti_revoked(client.id, checked.jti):
+            raise _invalid_token()
+        key = (client.id, checked.merchant_id)
+        granted = await self.service_grants.get_or_load(
+            key, lambda: self.repo.has_active_grant(client.id, checked.merchant_id)
+        )
+        if not granted:
+            raise _not_granted()
+        merchant = await self.get(checked.merchant_id)
+        if merchant is None or not merchant.active:
+            raise _not_granted()
+        return Principal(
+            merchant=merchant,
+            mode=model.mode_for_environment(merchant.environment),
+            service_client_id=client.id,
+        )
+
+    async def _jti_revoked(self, client_id: uuid.UUID, jti: str) -> bool:
+        if not self.revoked_jtis.enabled:  # kill switch: no list in memory, ask the database
+            return await self.repo.is_jti_revoked(client_id, jti)
+        live = await self.revoked_jtis.get_or_load("live", self._load_revoked_jtis)
+        if (client_id, jti) in live.entries:
+            return True
+        if live.complete:
+            return False
+        return await self.repo.is_jti_revoked(client_id, jti)
+
+    async def _load_revoked_jtis(self) -> RevokedJtis:
+        rows = await self.repo.live_revoked_jtis(self.jwt_policy.leeway, REVOKED_JTI_LIMIT + 1)
+        return RevokedJtis(frozenset(rows[:REVOKED_JTI_LIMIT]), complete=len(rows) <= REVOKED_JTI_LIMIT)
+
+    # -- cross-process invalidation ------------------------------------------------------------------
+    async def _publish(self, con: Connection | None, *items: str) -> None:
+        """Tell the other processes (NOTIFY; inside `con`'s transaction it is sent at commit)."""
+        await self.repo.notify(con, CACHE_CHANNEL, ";".join(items))
+
+    def _on_invalidation(self, item: str) -> None:
+        """One `mc|<kind>|<a>|<b>` item from another process; other prefixes are not ours."""
+        parts = item.split("|")
+        if len(parts) != 4 or parts[0] != "mc":
+            return
+        kind, first, second = parts[1], parts[2], parts[3]
+        if kind == "client":
+            self.service_clients.invalidate(first)
+        elif kind == "grant":
+            self.service_grants.invalidate((uuid.UUID(first), uuid.UUID(second)))
+        elif kind == "jti":
+            self.revoked_jtis.invalidate("live")
+        elif kind == "api_key":
+            self.principals.invalidate(bytes.fromhex(first))
+
+    def _drop_credentials(self) -> None:
+        self.principals.clear()
+        self.service_clients.clear()
+        self.service_grants.clear()
+        self.revoked_jtis.clear()
+
+    def start_listener(self) -> None:
+        """Receive the other processes' credential invalidations (serving processes and workers:
+        `Container.start_background`)."""
+        if self.listen_dsn and self.tasks is not None:
+            self.tasks.spawn(
+                "merchant_cache_listener",
+                listen_for_invalidations(
+                    self.listen_dsn,
+                    name="merchant-cache-listener",
+                    on_item=self._on_invalidation,
+                    on_lost=self._drop_credentials,
+                    listening=self.listening,
+                ),
+                periodic=True,
+            )
 
     async def get(self, merchant_id: uuid.UUID) -> Merchant | None:
         return await self.merchants.get_or_load(merchant_id, lambda: self.repo.get(merchant_id))
@@ -212,6 +395,7 @@ class MerchantDirectory:
             await self.repo.audit(
                 con, actor, "api_key.revoke", "api_key", str(key_id), merchant_id, None, None, "success", None
             )
+            await self._publish(con, f"mc|api_key|{key_hash.hex()}|")
         self.principals.invalidate(key_hash)
         return True
 
@@ -251,3 +435,174 @@ class MerchantDirectory:
             {"resealed": total},
         )
         return total
+
+    # -- service clients, grants and revoked tokens (administration) -------------------------------
+    async def _audit_failure(
+        self, actor: str, action: str, object_type: str, object_id: str, reason: str
+    ) -> None:
+        await self.repo.audit(
+            None, actor, action, object_type, object_id, None, None, None, "failure", {"reason": reason}
+        )
+
+    async def create_service_client(
+        self, *, issuer: str, name: str, public_key_pem: str, actor: str = "admin-cli"
+    ) -> ServiceClient:
+        model.validate_issuer(issuer)
+        key = model.load_rsa_public_key(public_key_pem)
+        fingerprint = model.key_fingerprint(key)
+        client_id = uuid7()
+        async with self.db.transaction() as con:
+            client = await self.repo.insert_service_client(
+                con, client_id, issuer, name, model.public_key_pem(key), fingerprint
+            )
+            if client is not None:
+                await self.repo.audit(
+                    con,
+                    actor,
+                    "service_client.create",
+                    "service_client",
+                    str(client_id),
+                    None,
+                    None,
+                    None,
+                    "success",
+                    {"issuer": issuer, "name": name, "key_fingerprint": fingerprint},
+                )
+                # an unknown issuer may be cached (negatively) by a process that saw its tokens
+                await self._publish(con, f"mc|client|{issuer}|")
+        if client is None:
+            await self._audit_failure(
+                actor, "service_client.create", "service_client", issuer, "issuer taken"
+            )
+            raise ValueError(f"issuer {issuer!r} is taken (issuers are never reused, even after revocation)")
+        self.service_clients.invalidate(issuer)
+        return client
+
+    async def find_service_client(self, ref: str) -> ServiceClient | None:
+        """By id (a UUID) or by issuer; never cached (administration)."""
+        try:
+            return await self.repo.get_service_client(uuid.UUID(ref))
+        except ValueError:
+            return await self.repo.get_service_client_by_issuer(ref)
+
+    async def list_service_clients(self) -> list[dict[str, Any]]:
+        return await self.repo.list_service_clients()
+
+    async def revoke_service_client(self, client_id: uuid.UUID, *, actor: str = "admin-cli") -> bool:
+        """Every token of the client is refused from now on (its grants stay, as history)."""
+        async with self.db.transaction() as con:
+            issuer = await self.repo.revoke_service_client(con, client_id)
+            if issuer is not None:
+                await self.repo.audit(
+                    con,
+                    actor,
+                    "service_client.revoke",
+                    "service_client",
+                    str(client_id),
+                    None,
+                    None,
+                    None,
+                    "success",
+                    {"issuer": issuer},
+                )
+                await self._publish(con, f"mc|client|{issuer}|")
+        if issuer is None:
+            await self._audit_failure(
+                actor, "service_client.revoke", "service_client", str(client_id), "unknown or already revoked"
+            )
+            return False
+        self.service_clients.invalidate(issuer)
+        return True
+
+    async def grant(
+        self, client_id: uuid.UUID, merchant_id: uuid.UUID, *, actor: str = "admin-cli"
+    ) -> uuid.UUID:
+        """Allow a client to act for a merchant. Raises ValueError when it may already."""
+        client = await self.repo.get_service_client(client_id)
+        if client is None or not client.active:
+            raise ValueError("no active service client with that id")
+        if await self.repo.get(merchant_id) is None:
+            raise PaycoreError(errors.NOT_FOUND, "No such merchant")
+        async with self.db.transaction() as con:
+            grant_id = await self.repo.insert_grant(con, uuid7(), client_id, merchant_id)
+            if grant_id is not None:
+                await self.repo.audit(
+                    con,
+                    actor,
+                    "service_grant.create",
+                    "service_grant",
+                    str(grant_id),
+                    merchant_id,
+                    None,
+                    None,
+                    "success",
+                    {"client_id": str(client_id), "issuer": client.issuer},
+                )
+                await self._publish(con, f"mc|grant|{client_id}|{merchant_id}")
+        if grant_id is None:
+            raise ValueError(f"{client.issuer} already holds an active grant for that merchant")
+        self.service_grants.invalidate((client_id, merchant_id))
+        return grant_id
+
+    async def revoke_grant(
+        self, client_id: uuid.UUID, merchant_id: uuid.UUID, *, actor: str = "admin-cli"
+    ) -> bool:
+        async with self.db.transaction() as con:
+            grant_id = await self.repo.revoke_grant(con, client_id, merchant_id)
+            if grant_id is not None:
+                await self.repo.audit(
+                    con,
+                    actor,
+                    "service_grant.revoke",
+                    "service_grant",
+                    str(grant_id),
+                    merchant_id,
+                    None,
+                    None,
+                    "success",
+                    {"client_id": str(client_id)},
+                )
+                await self._publish(con, f"mc|grant|{client_id}|{merchant_id}")
+        if grant_id is None:
+            await self._audit_failure(
+                actor,
+                "service_grant.revoke",
+                "service_grant",
+                f"{client_id}/{merchant_id}",
+                "no active grant",
+            )
+            return False
+        self.service_grants.invalidate((client_id, merchant_id))
+        return True
+
+    async def list_grants(
+        self, *, client_id: uuid.UUID | None = None, merchant_id: uuid.UUID | None = None
+    ) -> list[dict[str, Any]]:
+        return await self.repo.list_grants(client_id=client_id, merchant_id=merchant_id)
+
+    async def revoke_jti(
+        self, client_id: uuid.UUID, jti: str, expires_at: datetime, *, actor: str = "admin-cli"
+    ) -> None:
+        """Refuse one token (by its `jti`) until `expires_at` (its `exp`; later it is dead anyway)."""
+        if not 1 <= len(jti) <= model.JTI_MAX_LENGTH:
+            raise ValueError("jti must be 1-255 characters")
+        if expires_at.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (e.g. 2026-11-27T10:00:00Z)")
+        if await self.repo.get_service_client(client_id) is None:
+            raise ValueError("no service client with that id")
+        async with self.db.transaction() as con:
+            await self.repo.revoke_jti(con, client_id, jti, expires_at)
+            await self.repo.audit(
+                con,
+                actor,
+                "service_token.revoke",
+                "service_token",
+                jti,
+                None,
+                None,
+                None,
+                "success",
+                {"client_id": str(client_id), "expires_at": expires_at.isoformat()},
+            )
+            await self._publish(con, "mc|jti||")
+        self.revoked_jtis.invalidate("live")
