@@ -371,6 +371,8 @@ class Engine:
         self.tacs: dict[str, Tac] = {}
         self.open_batch: list[Txn] = []
         self.returns: list[AchReturn] = []
+        # (routing, account) returned R02 "account closed": later entries are refused at once (05)
+        self.closed_accounts: set[tuple[str, str]] = set()
         self.disputes: dict[str, Dispute] = {}
         self.ledger: deque[LedgerEntry] = deque(maxlen=self.ledger_max)
         self.redirects: deque[dict[str, Any]] = deque(maxlen=1000)
@@ -1008,15 +1010,22 @@ class Engine:
         return self._keyed_account(r)
 
     def _ach_entry(self, r: _Req, op: str, account: BankAccount, *, parent: Txn | None = None) -> Txn:
-        code = "00" if aba_ok(account.routing) else "14"
+        closed = (account.routing, account.account) in self.closed_accounts
+        code = "14" if not aba_ok(account.routing) else "05" if closed else "00"
         txn = self._new_txn(r, op, code, account, parent=parent, root=parent)
         if code == "00":
             txn.auth_resp_text = "ACH ACCEPTED"
             txn.ach_settle_date = calendar.next_banking_day(r.now.date())
             self._schedule_trigger_return(txn, account)
         else:
-            txn.auth_resp_text = "INVALID ROUTING NUMBER"
+            txn.auth_resp_text = "INVALID ROUTING NUMBER" if code == "14" else "ACCOUNT CLOSED"
         return self._finish(r, txn)
+
+    def _note_return(self, ret: AchReturn) -> None:
+        self.returns.append(ret)
+        account = ret.txn.instrument
+        if ret.return_code == "R02" and isinstance(account, BankAccount):
+            self.closed_accounts.add((account.routing, account.account))
 
     def _schedule_trigger_return(self, txn: Txn, account: BankAccount) -> None:
         number = account.account
@@ -1025,7 +1034,7 @@ class Engine:
         when = calendar.add_banking_days(txn.ach_settle_date, self.settings.ach_return_delay_days)
         nn = number[-2:]
         if number.startswith("9000000") and nn != "00":
-            self.returns.append(AchReturn(txn, when, f"R{nn}"))
+            self._note_return(AchReturn(txn, when, f"R{nn}"))
         elif number.startswith("8000000") and nn != "00":
             change = f"C{nn}"
             self.returns.append(AchReturn(txn, when, None, change, NOC_CORRECTIONS.get(change, "")))
@@ -1335,7 +1344,7 @@ class Engine:
             ret = AchReturn(txn, when, None, code, corrected_data or NOC_CORRECTIONS.get(code, ""), True)
         else:
             ret = AchReturn(txn, when, code, injected=True)
-        self.returns.append(ret)
+        self._note_return(ret)
         return ret
 
     # --- disputes ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ log = structlog.get_logger("paycore.payment_methods.jobs")
 VERIFICATION_SWEEP = "ach.verification_sweep"
 RETURNS_INGEST = "ach.returns_ingest"
 RETENTION = "payment_methods.retention"
+TOKEN_REFRESH = "ach.token_refresh"
 
 
 async def verification_sweep(ctx: JobContext, _: dict[str, Any]) -> None:
@@ -39,6 +40,10 @@ async def returns_ingest(ctx: JobContext, _: dict[str, Any]) -> None:
             applied=result.applied,
             unavailable=result.unavailable,
         )
+
+
+async def token_refresh(ctx: JobContext, _: dict[str, Any]) -> None:
+    await ctx.container.payment_methods.refresh_ach_tokens()
 
 
 async def retention(ctx: JobContext, _: dict[str, Any]) -> None:
@@ -57,6 +62,12 @@ JOBS: list[JobDefinition] = [
         handler=returns_ingest,
         every=900.0,
         description="ingest ACH returns and NOCs from the gateway's returns report",
+    ),
+    JobDefinition(
+        name=TOKEN_REFRESH,
+        handler=token_refresh,
+        every=21600.0,
+        description="renew bank-account tokens (pre-note Financial BRICs) before their 13 months lapse",
     ),
     JobDefinition(
         name=RETENTION,

@@ -111,6 +111,7 @@ class PaymentMethod(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    bric_expires_at: datetime | None = None  # a Financial BRIC kept as the token lapses (13 months)
 
     def __repr__(self) -> str:
         return (
@@ -205,6 +206,10 @@ def check_usable(
         raise PaycoreError(PAYMENT_METHOD_INACTIVE, param="payment_method_id")
     if method.payment_type == "card" and card_expired(method.exp_month, method.exp_year, now):
         raise PaycoreError(PAYMENT_METHOD_EXPIRED, param="payment_method_id")
+    if method.payment_type == "ach" and method.bric_expires_at is not None and method.bric_expires_at <= now:
+        raise PaycoreError(
+            PAYMENT_METHOD_EXPIRED, "The bank account's gateway token has lapsed", param="payment_method_id"
+        )
     if method.payment_type == "ach" and method.verification_status != "verified":
         raise PaycoreError(
             PAYMENT_METHOD_NOT_VERIFIED,

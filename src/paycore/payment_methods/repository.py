@@ -26,7 +26,7 @@ COLUMNS: Final = """id, merchant_id, customer_id, payment_type, bric, bric_kind,
     verification_status, card_brand, card_last4, exp_month, exp_year, ntid, account_type, account_last4,
     routing_number, holder_name, sec_code, billing, metadata, prenote_transaction_id, verified_at,
     verification_failure_code, return_count, deactivation_reason, last_used_at, created_at, updated_at,
-    deleted_at"""
+    deleted_at, bric_expires_at"""
 
 _TS = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
@@ -236,6 +236,24 @@ DEACTIVATE_FOR_CHANGE = Query(
         "'payment_method.deactivated'",
         "$3",
     ),
+)
+ACH_TOKENS_EXPIRING = Query(
+    "payment_methods.ach_tokens_expiring",
+    Tier.STANDARD,
+    f"""SELECT {COLUMNS} FROM customer_payment_methods
+         WHERE payment_type = 'ach' AND bric_kind = 'financial' AND is_active AND deleted_at IS NULL
+           AND bric_expires_at < $1
+         ORDER BY bric_expires_at
+         LIMIT $2""",
+)
+REPLACE_ACH_TOKEN = Query(
+    "payment_methods.replace_ach_token",
+    Tier.SIMPLE,
+    f"""UPDATE customer_payment_methods
+           SET bric = $3, bric_kind = $4, bric_expires_at = $5, prenote_transaction_id = $6,
+               updated_at = now()
+         WHERE id = $1 AND bric = $2 AND deleted_at IS NULL
+        RETURNING {COLUMNS}""",
 )
 PURGE_DELETED = Query(
     "payment_methods.purge_deleted",
@@ -514,6 +532,21 @@ class PaymentMethodRepository:
     ) -> PaymentMethod | None:
         """A NOC paycore cannot apply: stop the account (not a return: `return_count` unchanged)."""
         row = await con.fetchrow(DEACTIVATE_FOR_CHANGE, method_id, reason, traceparent)
+        return to_method(row) if row is not None else None
+
+    async def ach_tokens_expiring(self, before: datetime, limit: int) -> list[PaymentMethod]:
+        return [to_method(r) for r in await self.db.fetch(ACH_TOKENS_EXPIRING, before, limit)]
+
+    async def replace_ach_token(
+        self,
+        con: Connection,
+        method_id: uuid.UUID,
+        old_bric: str,
+        token: tuple[str, str, datetime | None],
+        prenote_id: uuid.UUID,
+    ) -> PaymentMethod | None:
+        """Swap the token (BRIC, kind, expiry) unless another run already did (`old_bric` gone)."""
+        row = await con.fetchrow(REPLACE_ACH_TOKEN, method_id, old_bric, *token, prenote_id)
         return to_method(row) if row is not None else None
 
     async def return_rate_counts(

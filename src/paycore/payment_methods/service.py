@@ -90,6 +90,7 @@ class Policy:
     noncritical_timeout: float = 30.0
     batch_timezone: str = "UTC"
     abandon_after: float = 600.0
+    token_refresh_before: timedelta = timedelta(days=30)
     labelled_merchants: frozenset[str] = frozenset()
 
 
@@ -99,6 +100,13 @@ class ListQuery:
     type: str | None = None
     state: str | None = None
     starting_after: str | None = None
+
+
+@dataclass(slots=True)
+class RefreshResult:
+    skipped: int = 0  # the merchant is inactive
+    # storage | financial (renewed) | declined | failed | lapsed
+    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -658,7 +666,7 @@ class PaymentMethodService:
             bric_expires: datetime | None = _add_months(now, 13)
             if account_type == "checking":
                 stored = await self._store_ach(
-                    merchant, idem, prenote_id, result, prenote_bric, holder, customer_id, now
+                    merchant, idem.key, prenote_id, result, prenote_bric, holder, customer_id, now
                 )
                 if stored is not None:
                     records.append(stored[0])
@@ -690,11 +698,11 @@ class PaymentMethodService:
     async def _store_ach(
         self,
         merchant: Merchant,
-        idem: IdempotencyRequest,
+        key: str,
         prenote_id: uuid.UUID,
         prenote_result: GatewayResult,
         prenote_bric: str,
-        holder: wire.Billing,
+        holder: wire.Billing | None,
         customer_id: str,
         now: datetime,
     ) -> tuple[tuple[uuid.UUID, GatewayResult, str], str | None] | None:
@@ -728,7 +736,7 @@ class PaymentMethodService:
             before=record_prenote,
         )
         started = time.perf_counter()
-        result = await self._call(request, storage_id, merchant.id, idem.key)
+        result = await self._call(request, storage_id, merchant.id, key)
         self._gateway_metrics(merchant, request, result, started)
         response = result.response
         if result.outcome == "approved" and response is not None and response.auth_guid:
@@ -953,6 +961,115 @@ class PaymentMethodService:
         if total:
             log.info("ach_accounts_verified", count=total, cutoff=cutoff.isoformat())
         return total
+
+    async def refresh_ach_tokens(self, *, now: datetime | None = None) -> RefreshResult:
+        """`ach.token_refresh`: a bank account whose token is the pre-note's Financial BRIC (savings,
+        or a checking account whose storage conversion failed) lapses after 13 months. Before that
+        (`token_refresh_before`), a new $0 pre-note from the token itself (`CKC0`/`CKS0` with
+        `ORIG_AUTH_GUID`, epx-protocol.md §7.2) gives a fresh BRIC; a checking account is converted
+        to a Storage BRIC again (`CKC8`). A declined pre-note deactivates the account (it was closed
+        or refused); a failed or unknown one leaves it for the next run."""
+        now = now or self.clock.now()
+        result = RefreshResult()
+        due = await self.repo.ach_tokens_expiring(
+            now + self.policy.token_refresh_before, self.policy.batch_size
+        )
+        if not due:
+            return result
+        merchants = {mm.id: mm for mm in await self.merchants()}
+        for method in due:
+            merchant = merchants.get(method.merchant_id)
+            if merchant is None or not merchant.active:
+                result.skipped += 1
+                continue
+            if method.bric_expires_at is not None and method.bric_expires_at <= now:
+                outcome = await self._token_lapsed(method)
+            else:
+                outcome = await self._refresh_token(merchant, method, now)
+            result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+        log.info("ach_tokens_refreshed", **result.outcomes, skipped=result.skipped)
+        return result
+
+    async def _token_lapsed(self, method: PaymentMethod) -> str:
+        """Too late (the worker was down, or the renewal kept failing): the gateway no longer knows
+        the token, so the account is deactivated and must be saved anew."""
+        async with self.db.transaction() as con:
+            changed = await self.repo.deactivate_for_change(
+                con, method.id, "token_expired", tracing.current_traceparent()
+            )
+        if changed is not None:
+            await self._invalidate([changed])
+        log.warning("ach_token_lapsed", payment_method_id=str(method.id))
+        return "lapsed"
+
+    async def _refresh_token(self, merchant: Merchant, method: PaymentMethod, now: datetime) -> str:
+        account_type: wire.AccountType = "savings" if method.account_type == "savings" else "checking"
+        key = f"ach-token-refresh:{method.id}"
+
+        def build(tran_nbr: int) -> GatewayRequest:
+            return wire.for_ach_prenote(
+                merchant=merchant.epx,
+                tran_nbr=tran_nbr,
+                account_type=account_type,
+                at=now,
+                tz=self._zone(merchant),
+                storage_bric=method.bric,
+                sec_code=wire.stored_sec_code(method.sec_code),
+            )
+
+        async def nothing_first(_con: Connection, _txn: uuid.UUID) -> None:
+            return None
+
+        async with dl.budget(self.policy.noncritical_timeout):
+            prenote_id, request = await self._reserve_new(
+                merchant, kind="prenote", build=build, customer_id=method.customer_id,
+                orig_auth_guid=method.bric, now=now, first=nothing_first,
+            )  # fmt: skip
+            started = time.perf_counter()
+            result = await self._call(request, prenote_id, merchant.id, key)
+            self._gateway_metrics(merchant, request, result, started)
+            response = result.response
+            if result.outcome == "declined":
+                async with self.db.transaction() as con:
+                    await self.repo.record_zero_dollar(
+                        con, self._outcome_args(prenote_id, result, "declined", method.id)
+                    )
+                    changed = await self.repo.deactivate_for_change(
+                        con, method.id, "token_refresh_declined", tracing.current_traceparent()
+                    )
+                if changed is not None:
+                    await self._invalidate([changed])
+                return "declined"
+            if result.outcome != "approved" or response is None or not response.auth_guid:
+                await self.repo.record_zero_dollar(
+                    None, self._outcome_args(prenote_id, result, "failed", method.id)
+                )
+                log.warning(
+                    "ach_token_refresh_failed",
+                    payment_method_id=str(method.id),
+                    outcome=result.outcome,
+                    reason=result.error_code,
+                )
+                return "failed"
+            token: tuple[str, str, datetime | None] = (response.auth_guid, "financial", _add_months(now, 13))
+            records = [(prenote_id, result, "approved")]
+            if account_type == "checking":
+                stored = await self._store_ach(
+                    merchant, key, prenote_id, result, response.auth_guid, None, method.customer_id, now
+                )
+                if stored is not None:
+                    records = [stored[0]]  # the pre-note's outcome was recorded before the storage call
+                    if stored[1] is not None:
+                        token = (stored[1], "storage", None)
+            async with self.db.transaction() as con:
+                for txn_id, txn_result, status in records:
+                    await self.repo.record_zero_dollar(
+                        con, self._outcome_args(txn_id, txn_result, status, method.id)
+                    )
+                changed = await self.repo.replace_ach_token(con, method.id, method.bric, token, prenote_id)
+            if changed is not None:
+                await self._invalidate([changed])
+            return token[1]
 
     async def ingest_returns(self, *, now: datetime | None = None) -> ReturnsResult:
         """`ach.returns_ingest`: read each active merchant's returns report (the last

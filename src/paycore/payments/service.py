@@ -992,7 +992,7 @@ def _root_request(
             account_type="savings" if saved.account_type == "savings" else "checking",
             at=at,
             tz=tz,
-            sec_code=_sec_code(saved.sec_code),
+            sec_code=wire.stored_sec_code(saved.sec_code),
         )
     build = wire.for_sale if cmd.capture else wire.for_auth
     return build(
@@ -1020,7 +1020,7 @@ def _subscription_request(
             account_type="savings" if saved.account_type == "savings" else "checking",
             at=at,
             tz=tz,
-            sec_code=_sec_code(saved.sec_code),
+            sec_code=wire.stored_sec_code(saved.sec_code),
         )
     ntid = saved.ntid if saved.ntid and len(saved.ntid) <= 15 and saved.ntid.isalnum() else None
     return wire.for_sale(
@@ -1034,16 +1034,6 @@ def _subscription_request(
         orig_auth_tran_ident=ntid,
         orig_auth_amount_cents=charge.original_amount,
     )
-
-
-def _sec_code(value: str | None) -> wire.SecCode:
-    if value == "PPD":
-        return "PPD"
-    if value == "CCD":
-        return "CCD"
-    if value == "TEL":
-        return "TEL"
-    return "WEB"
 
 
 _PAYMENT_TX_TYPES: Final = frozenset(t.value for t in TxType)

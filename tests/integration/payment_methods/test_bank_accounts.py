@@ -127,6 +127,133 @@ async def test_savings_account_keeps_the_prenote_token(container, principal, rec
     assert row["bric_expires_at"] is not None
 
 
+def months_later(at: datetime, months: int) -> datetime:
+    return at + timedelta(days=round(months * 30.44))
+
+
+async def token_row(dsn: str, method_id: uuid.UUID):
+    [row] = await sql(
+        dsn,
+        "SELECT bric, bric_kind, bric_expires_at, prenote_transaction_id, verification_status, is_active"
+        " FROM customer_payment_methods WHERE id = $1",
+        method_id,
+    )
+    return row
+
+
+async def test_a_lapsing_savings_token_is_renewed_by_a_prenote_from_the_token(
+    container, principal, recorder, sim_control, clean_db
+):
+    pm_id = await verified_account(container, principal, sim_control, clean_db, SAVINGS_ACCOUNT, "savings")
+    before = await token_row(clean_db, pm_id)
+    svc = container.payment_methods
+    # a year on, nothing is due yet (the token lapses in 13 months; renewal 30 days before)
+    assert (await svc.refresh_ach_tokens(now=months_later(before["bric_expires_at"], -2))).outcomes == {}
+    now = before["bric_expires_at"] - timedelta(days=10)
+    result = await svc.refresh_ach_tokens(now=now)
+    assert result.outcomes == {"financial": 1}
+    [renewal] = recorder.of("CKS0")[1:]  # after the save's own pre-note
+    assert renewal["ORIG_AUTH_GUID"] == before["bric"] and renewal["CARD_ENT_METH"] == "Z"
+    assert "ACCOUNT_NBR" not in renewal and renewal["AMOUNT"] == "0.00"
+    after = await token_row(clean_db, pm_id)
+    [txn] = await sql(
+        clean_db, "SELECT id, auth_guid, status, payment_method_id FROM transactions WHERE tran_nbr = $1",
+        int(renewal["TRAN_NBR"]),
+    )  # fmt: skip
+    assert after["bric"] == txn["auth_guid"] != before["bric"] and after["bric_kind"] == "financial"
+    assert after["bric_expires_at"] > before["bric_expires_at"] + timedelta(days=300)
+    assert after["prenote_transaction_id"] == txn["id"]  # a return on the new pre-note finds the account
+    assert (txn["status"], txn["payment_method_id"]) == ("approved", pm_id)
+    assert (after["verification_status"], after["is_active"]) == ("verified", True)
+    # renewed once: the same run again finds nothing due
+    assert (await svc.refresh_ach_tokens(now=now)).outcomes == {}
+    # the next debit goes out on the new token (the cache saw the change)
+    decode(await pay(container, principal, pm_id))
+    [debit] = recorder.of("CKS2")
+    assert debit["ORIG_AUTH_GUID"] == after["bric"]
+
+
+async def test_a_checking_account_left_on_its_prenote_token_is_converted_at_renewal(
+    container, principal, recorder, sim_control, clean_db
+):
+    await sim_control.add_fault(
+        {"target": "server_post", "match": {"tran_type": ["CKC8"]},
+         "action": {"type": "http_error", "status": 500}}
+    )  # fmt: skip
+    try:
+        pm_id = await verified_account(container, principal, sim_control, clean_db)
+    finally:
+        await sim_control.clear_faults()
+    before = await token_row(clean_db, pm_id)
+    assert before["bric_kind"] == "financial" and before["bric_expires_at"] is not None
+    result = await container.payment_methods.refresh_ach_tokens(
+        now=before["bric_expires_at"] - timedelta(days=1)
+    )
+    assert result.outcomes == {"storage": 1}
+    after = await token_row(clean_db, pm_id)
+    [storage] = recorder.of("CKC8")[1:]
+    assert after["bric_kind"] == "storage" and after["bric_expires_at"] is None
+    [row] = await sql(
+        clean_db, "SELECT auth_guid FROM transactions WHERE tran_nbr = $1", int(storage["TRAN_NBR"])
+    )
+    assert after["bric"] == row["auth_guid"]
+    assert await container.payment_methods.refresh_ach_tokens(now=before["bric_expires_at"]) == type(result)()
+
+
+async def test_a_declined_renewal_deactivates_and_a_failed_one_is_retried(
+    container, principal, recorder, sim_control, clean_db
+):
+    pm_id = await verified_account(container, principal, sim_control, clean_db, SAVINGS_ACCOUNT, "savings")
+    before = await token_row(clean_db, pm_id)
+    now = before["bric_expires_at"] - timedelta(days=5)
+    svc = container.payment_methods
+    await sim_control.add_fault(
+        {"target": "server_post", "match": {"tran_type": ["CKS0"]},
+         "action": {"type": "fail_before_process", "fail": "reset"}}
+    )  # fmt: skip
+    try:
+        assert (await svc.refresh_ach_tokens(now=now)).outcomes == {"failed": 1}
+    finally:
+        await sim_control.clear_faults()
+    assert (await token_row(clean_db, pm_id))["bric"] == before["bric"]  # unchanged: tried again later
+    # the bank account is closed meanwhile (an R02 the returns job has not ingested yet): the
+    # simulator refuses the pre-note at once (05)
+    debit = decode(await pay(container, principal, pm_id))
+    await sim_control.inject_ach_return(int(debit["gateway"]["tran_nbr"]), "R02")
+    result = await svc.refresh_ach_tokens(now=now)
+    assert result.outcomes == {"declined": 1}
+    [refused] = await sql(
+        clean_db,
+        "SELECT status, payment_method_id FROM transactions WHERE type = 'prenote'"
+        " ORDER BY created_at DESC LIMIT 1",
+    )
+    assert (refused["status"], refused["payment_method_id"]) == ("declined", pm_id)
+    got = await svc.get(principal, "cus_1", pm_id)
+    assert got.status == "inactive" and got.deactivation_reason == "token_refresh_declined"
+    assert [e["id"] for e in await events(clean_db, "payment_method.deactivated")] == [pm_id]
+    assert (await svc.refresh_ach_tokens(now=now)).outcomes == {}  # inactive: no longer renewed
+
+
+async def test_a_lapsed_token_cannot_be_debited_and_is_deactivated(
+    container, principal, recorder, sim_control, clean_db
+):
+    pm_id = await verified_account(container, principal, sim_control, clean_db, SAVINGS_ACCOUNT, "savings")
+    await sql(
+        clean_db,
+        "UPDATE customer_payment_methods SET bric_expires_at = now() - interval '1 day' WHERE id = $1",
+        pm_id,
+    )
+    container.payment_methods.methods.clear()
+    with pytest.raises(PaycoreError) as info:
+        await pay(container, principal, pm_id)
+    assert info.value.code == "payment_method_expired"
+    sent = len(recorder.requests)
+    result = await container.payment_methods.refresh_ach_tokens()
+    assert result.outcomes == {"lapsed": 1} and len(recorder.requests) == sent  # nothing sent
+    got = await container.payment_methods.get(principal, "cus_1", pm_id)
+    assert got.status == "inactive" and got.deactivation_reason == "token_expired"
+
+
 @pytest.mark.parametrize(
     ("routing", "account", "code"),
     [("021000022", ACCOUNT, "routing_number_invalid"), ("02100002", ACCOUNT, "routing_number_invalid"),

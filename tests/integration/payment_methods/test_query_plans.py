@@ -92,6 +92,13 @@ async def _seed(dsn: str) -> None:
         await con.execute(
             "UPDATE customer_payment_methods SET prenote_transaction_id = id WHERE payment_type = 'ach'"
         )
+        # a third of the bank accounts are savings on a lapsing pre-note token (13 months, spread out)
+        await con.execute(
+            """UPDATE customer_payment_methods
+                  SET account_type = 'savings', bric_kind = 'financial',
+                      bric_expires_at = now() + ((abs(hashtext(id::text)) % 395) || ' days')::interval
+                WHERE payment_type = 'ach' AND abs(hashtext(id::text)) % 3 = 0"""
+        )
         await con.execute(
             """
             INSERT INTO ach_returns (id, merchant_id, tran_nbr, code, kind, return_class, entry,
@@ -221,6 +228,16 @@ async def test_lookups_and_listings_use_their_indexes(con):
     assert_indexed(
         (await explain(con, pm_sql.PURGE_DELETED.sql, 90, 1000))["Plan"], "idx_payment_methods_deleted"
     )
+    assert_indexed(
+        (await explain(con, pm_sql.ACH_TOKENS_EXPIRING.sql, datetime.now(UTC), 100))["Plan"],
+        "idx_payment_methods_ach_token_expiry",
+    )
+    assert_indexed(
+        (await explain(con, pm_sql.REPLACE_ACH_TOKEN.sql, pid, "x", "y", "financial", None, uuid.uuid4()))[
+            "Plan"
+        ]
+    )
+    assert_indexed((await explain(con, pm_sql.DEACTIVATE_FOR_CHANGE.sql, pid, "x", None))["Plan"])
     tran = (await explain(con, pm_sql.TRANSACTION_BY_TRAN_NBR.sql, mid, 1234567890))["Plan"]
     assert "uq_transactions_merchant_tran_nbr" in json.dumps(tran)
     returns = (

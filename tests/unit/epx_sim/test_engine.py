@@ -396,7 +396,9 @@ def test_ach_prenote_storage_debit_credit_void(engine: Engine) -> None:
     pre = post(engine, "CKC0", "0.00", **ACH)
     assert pre.auth_resp == "00" and pre.field("AUTH_RESP_TEXT") == "ACH ACCEPTED"
     assert (pre.field("AUTH_CODE") or "").startswith("ACH")
-    storage = guid(post(engine, "CKC8", None, ORIG_AUTH_GUID=guid(pre), CARD_ENT_METH="Z"))
+    storage = guid(
+        post(engine, "CKC8", None, ORIG_AUTH_GUID=guid(pre), CARD_ENT_METH="Z", STD_ENTRY_CLASS="WEB")
+    )
     debit = post(engine, "CKC2", "25.00", ORIG_AUTH_GUID=storage, CARD_ENT_METH="Z", STD_ENTRY_CLASS="WEB")
     assert debit.auth_resp == "00" and debit.field("AUTH_AMOUNT") == "25.00"
     assert debit.txn is not None and debit.txn.ach_settle_date is not None
@@ -452,6 +454,28 @@ def test_injected_return(engine: Engine) -> None:
     assert [r["returnCode"] for r in engine.ach_returns("900300", None)] == ["R01"]
     with pytest.raises(KeyError):
         engine.inject_ach_return("900300", 1, "R01", None)
+
+
+def test_an_account_returned_r02_is_refused_at_once_afterwards(engine: Engine) -> None:
+    pre = post(engine, "CKC0", "0.00", **ACH)
+    other = post(engine, "CKC0", "0.00", **{**ACH, "ACCOUNT_NBR": "4099992719"})
+    engine.inject_ach_return("900300", int(pre.tran_nbr_raw), "R01", None)  # funds: still open
+    assert (
+        post(
+            engine, "CKC0", "0.00", ORIG_AUTH_GUID=guid(pre), CARD_ENT_METH="Z", STD_ENTRY_CLASS="WEB"
+        ).auth_resp
+        == "00"
+    )
+    engine.inject_ach_return("900300", int(pre.tran_nbr_raw), "R02", None)  # account closed
+    closed = post(engine, "CKC0", "0.00", ORIG_AUTH_GUID=guid(pre), CARD_ENT_METH="Z", STD_ENTRY_CLASS="WEB")
+    assert (closed.auth_resp, closed.field("AUTH_RESP_TEXT")) == ("05", "ACCOUNT CLOSED")
+    assert post(engine, "CKC0", "0.00", **ACH).auth_resp == "05"  # keyed again: the same account
+    assert (
+        post(
+            engine, "CKC0", "0.00", ORIG_AUTH_GUID=guid(other), CARD_ENT_METH="Z", STD_ENTRY_CLASS="WEB"
+        ).auth_resp
+        == "00"
+    )
 
 
 # --- Key Exchange and Browser Post ---------------------------------------------------------------

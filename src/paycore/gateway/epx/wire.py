@@ -65,6 +65,19 @@ __all__ = [
 
 AccountType = Literal["checking", "savings"]
 SecCode = Literal["PPD", "CCD", "WEB", "TEL"]
+
+
+def stored_sec_code(value: str | None) -> SecCode:
+    """The SEC code stored with a bank account; `WEB` (paycore's default) when unknown."""
+    if value == "PPD":
+        return "PPD"
+    if value == "CCD":
+        return "CCD"
+    if value == "TEL":
+        return "TEL"
+    return "WEB"
+
+
 MitIndicator = Literal["RB", "IP"]
 
 TRAN_NBR_MIN: Final = 1_000_000_000
