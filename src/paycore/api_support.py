@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.middleware.compression import CompressionMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
+from litestar.types import Receive, Scope, Send
 
 from paycore.idempotency import model as idem_model
 from paycore.idempotency.model import IdempotencyRequest
@@ -124,3 +127,17 @@ def raw_response(result: Any, *, replayed: bool = False) -> Response[Any]:
     return Response(
         content=result.body, status_code=result.status, media_type=result.content_type, headers=headers
     )
+
+
+def switchable_compression(switch: Callable[[], bool]) -> type[CompressionMiddleware]:
+    """Litestar's compression middleware behind the `compression` kill switch, read per request
+    (hot-toggled through the admin API): off, responses pass through uncompressed."""
+
+    class SwitchableCompression(CompressionMiddleware):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if switch():
+                await super().__call__(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+
+    return SwitchableCompression

@@ -21,7 +21,9 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from paycore import __version__
-from paycore.api_support import SKIP_COMPRESSION
+from paycore.admin.api import AdminController
+from paycore.admin.service import start_tracing
+from paycore.api_support import SKIP_COMPRESSION, switchable_compression
 from paycore.bootstrap import Container, build_container
 from paycore.checkout.api import route_handlers as checkout_routes
 from paycore.config import Settings, load_settings
@@ -39,6 +41,7 @@ from paycore.payments.service import PaymentService
 from paycore.platform.context import current_request_id
 from paycore.platform.db import migrate
 from paycore.platform.db.pool import PING
+from paycore.platform.flags import FeatureFlags
 from paycore.platform.observability import metrics as m
 from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
@@ -215,19 +218,22 @@ def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 # --- lifespan ----------------------------------------------------------------------------------------
-def _lifespan(settings: Settings, lifecycle: Lifecycle):  # type: ignore[no-untyped-def]
+def _lifespan(settings: Settings, lifecycle: Lifecycle, flags: FeatureFlags):  # type: ignore[no-untyped-def]
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        container = await build_container(settings, lifecycle=lifecycle)
+        start_tracing(settings.tracemalloc_enabled, settings.tracemalloc_frames)  # RES-M7, opt-in
+        container = await build_container(settings, lifecycle=lifecycle, flags=flags)
         async with container.db.acquire() as con:
             container.extras["migrations_current"] = await migrate.is_current(con)
         if not container.extras["migrations_current"]:
             log.error("migrations_not_current", hint="run `paycore migrate`")
         app.state.container = container
-        app.state.rate_limits = RateLimits.from_settings(settings)
+        app.state.rate_limits = RateLimits.from_settings(settings, enabled=flags.switch("rate_limit"))
+        if container.admin is not None:
+            await container.admin.load_flags_at_start()  # stored kill-switch overrides, before serving
         container.start_background()
         runtime.start_runtime_monitors(container.tasks)
-        runtime.export_feature_flags(settings)
+        flags.export()
         m.reap_dead_processes()  # live gauges of workers that died without a clean exit
         if not lifecycle.drain_hooked:  # not under granian: wrap the loop's own handlers
             install_drain_handlers(
@@ -268,6 +274,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     tracing.configure_tracing(settings.trace_sample_ratio, settings.otlp_endpoint)
     lifecycle = Lifecycle()
+    flags = FeatureFlags.from_settings(settings)  # hot-toggled through the admin API (RES-11)
     install_granian_drain_hook(  # granian loads the app before it installs its signal handlers
         lifecycle,
         prestop_delay=settings.shutdown_prestop_delay,
@@ -285,6 +292,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             EventController,
             SubscriptionController,
             DisputeController,
+            AdminController,
             *checkout_routes(settings.env),
         ],
         dependencies={
@@ -322,9 +330,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # single-object answers of the hot path stay near or under the minimum size: skip the
             # per-request compression wrapper there (docs/benchmarks.md)
             exclude_opt_key=SKIP_COMPRESSION,
-        )
-        if settings.compression_enabled
-        else None,
+            # the `compression` kill switch is read per request (hot-toggled through the admin API)
+            middleware_class=switchable_compression(flags.switch("compression")),
+        ),
         openapi_config=OpenAPIConfig(
             title="paycore",
             version=__version__,
@@ -345,16 +353,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
                             "JWT signed by a registered client service: `iss` selects its key, "
                             "`merchant_id` must be granted, `exp` and `jti` are required"
                         ),
-                    )
+                    ),
+                    "adminToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="Admin token ak_… (`paycore admin create-admin-token`); /admin/v1 only",
+                    ),
                 }
             ),
             security=[{"apiKey": []}],
         ),
-        lifespan=[_lifespan(settings, lifecycle)],
+        lifespan=[_lifespan(settings, lifecycle, flags)],
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
         debug=False,
     )
     app.state.lifecycle = lifecycle
     app.state.settings = settings
+    app.state.flags = flags
     return app

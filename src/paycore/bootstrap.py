@@ -10,6 +10,9 @@ from typing import Any
 import aiohttp
 import structlog
 
+from paycore.admin import model as admin_model
+from paycore.admin.repository import AdminRepository
+from paycore.admin.service import AdminService, AdminTokens
 from paycore.checkout.repository import CheckoutRepository
 from paycore.checkout.service import CheckoutConfig, CheckoutService
 from paycore.config import Settings
@@ -38,7 +41,9 @@ from paycore.platform.cache import AsyncTTLCache
 from paycore.platform.crypto import Keyring
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
+from paycore.platform.db.listener import NotificationListener
 from paycore.platform.db.pool import PoolMonitor, create_database
+from paycore.platform.flags import FeatureFlags
 from paycore.platform.jobs import JobDefinition
 from paycore.platform.observability.tracing import TracedTransactionProcessor, traceparent_headers
 from paycore.platform.queue import PgJobQueue
@@ -77,6 +82,9 @@ class Container:
     disputes: DisputeService | None
     checkout: CheckoutService | None = None
     subscriptions: SubscriptionService | None = None
+    flags: FeatureFlags | None = None  # the kill switches, overrides included (platform.flags)
+    admin: AdminService | None = None
+    listener: NotificationListener | None = None  # admin commands and merchant evictions
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +101,8 @@ class Container:
         )
         self.tasks.periodic("task_leak_monitor", s.task_leak_interval, self._leak_tick)
         self.payment_methods.start_listener()  # cross-process cache invalidation (LISTEN)
+        if self.listener is not None:
+            self.listener.start()  # kill switches, breaker commands, merchant evictions (admin API)
         self.merchants.start_listener()  # credentials: API-key and service-JWT revocations
 
     async def _pool_tick(self) -> None:
@@ -209,7 +219,11 @@ def build_merchant_directory(
 
 
 def build_webhook_service(
-    settings: Settings, db: Database, session: aiohttp.ClientSession, clock: Clock
+    settings: Settings,
+    db: Database,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    flags: FeatureFlags | None = None,
 ) -> WebhookService:
     return WebhookService(
         db=db,
@@ -231,7 +245,7 @@ def build_webhook_service(
             event_retention=settings.webhook_event_retention,
             lease=settings.webhook_timeout * 3 + 10,
         ),
-        enabled=settings.webhooks_enabled and not settings.degraded,
+        enabled=flags.switch("webhooks") if flags else settings.webhooks_enabled and not settings.degraded,
     )
 
 
@@ -285,6 +299,7 @@ def build_payment_method_service(
     clock: Clock,
     tasks: TaskSupervisor,
     dsn: str | None = None,
+    flags: FeatureFlags | None = None,
 ) -> PaymentMethodService:
     """Saved cards and bank accounts: the gateway client, the ACH returns report, two caches
     (invalidated across processes through `dsn`'s LISTEN/NOTIFY)."""
@@ -307,13 +322,13 @@ def build_payment_method_service(
             "payment_method",
             ttl=settings.pm_cache_ttl,
             max_size=settings.pm_cache_max_size,
-            enabled=settings.pm_cache_enabled,
+            enabled=flags.switch("pm_cache") if flags else settings.pm_cache_enabled,
         ),
         lists_cache=AsyncTTLCache[tuple[uuid.UUID, str], tuple[PaymentMethod, ...]](
             "payment_method_list",
             ttl=settings.pm_list_cache_ttl,
             max_size=10_000,
-            enabled=settings.pm_cache_enabled,
+            enabled=flags.switch("pm_cache") if flags else settings.pm_cache_enabled,
         ),
         fingerprint_secret=settings.api_key_secret,
         policy=Policy(
@@ -368,6 +383,7 @@ async def build_container(
     lifecycle: Lifecycle | None = None,
     clock: Clock | None = None,
     application_name: str = "paycore",
+    flags: FeatureFlags | None = None,
 ) -> Container:
     dsn = dsn or settings.database_url
     if dsn is None:
@@ -375,7 +391,9 @@ async def build_container(
     clock = clock or SystemClock()
     db = await create_database(settings, dsn, application_name=application_name)
     tasks = TaskSupervisor()
-    breakers = BreakerRegistry.from_settings(settings)
+    # the kill switches: configured values now, stored overrides from `AdminService.load_flags_at_start`
+    flags = flags or FeatureFlags.from_settings(settings)
+    breakers = BreakerRegistry.from_settings(settings, enabled=flags.switch("cb"))
     sessions: list[aiohttp.ClientSession] = []
     try:
         gateway_session = http.create_session(http.gateway_profile(settings))
@@ -403,9 +421,12 @@ async def build_container(
             else None
         )
         merchants = build_merchant_directory(settings, db, tasks, dsn=dsn)
+        for credential_cache in (merchants.principals, merchants.merchants):
+            credential_cache.follow(flags.switch("merchant_cache"))
         payment_methods = build_payment_method_service(
             settings,
             db,
+            flags=flags,
             gateway=gateway,
             reporting_session=reporting_session,
             breakers=breakers,
@@ -443,7 +464,21 @@ async def build_container(
             metrics=payments.metrics,
             card_saver=payment_methods,
         )
-        webhooks = build_webhook_service(settings, db, webhook_session, clock)
+        webhooks = build_webhook_service(settings, db, webhook_session, clock, flags)
+        admin = AdminService(
+            db=db,
+            repository=AdminRepository(db),
+            flags=flags,
+            breakers=breakers,
+            merchants=merchants,
+            tokens=AdminTokens(db, AdminRepository(db), token_secret=settings.api_key_secret),
+            tasks=tasks,
+            tracemalloc_enabled=settings.tracemalloc_enabled,
+        )
+        listener = NotificationListener(dsn, tasks)
+        listener.subscribe(admin_model.CONTROL_CHANNEL, admin.on_control)
+        listener.subscribe(admin_model.CACHE_CHANNEL, admin.on_cache_invalidation)
+        listener.on_connect(admin.reload_flags)  # notifications missed while disconnected
         subscriptions = build_subscription_service(
             settings, db, payments=payments, merchants=merchants, clock=clock
         )
@@ -489,5 +524,8 @@ async def build_container(
         disputes=disputes,
         checkout=checkout,
         subscriptions=subscriptions,
+        flags=flags,
+        admin=admin,
+        listener=listener,
         sessions=sessions,
     )

@@ -196,12 +196,11 @@ class Settings:
         "versioned keys for secrets at rest: `v2:<fernet key>,v1:<fernet key>` (first encrypts)",
         secret=True,
     )
-    admin_token: str | None = _env(
-        "PAYCORE_ADMIN_TOKEN",
-        None,
-        str,
-        "bearer token for /v1/admin endpoints; unset = disabled",
-        secret=True,
+    admin_rate_limit_rps: int = _env(
+        "PAYCORE_ADMIN_RATE_LIMIT_RPS", "5", _pos_int, "admin API rate per client IP (`/admin/v1`)"
+    )
+    admin_rate_limit_burst: int = _env(
+        "PAYCORE_ADMIN_RATE_LIMIT_BURST", "20", _pos_int, "admin API burst per client IP"
     )
     # --- gateway (EPX) -----------------------------------------------------------------------
     epx_server_post_url: str = _env(
@@ -568,6 +567,15 @@ class Settings:
     log_queue_max: int = _env("PAYCORE_LOG_QUEUE_MAX", "10000", _pos_int, "log queue bound")
     detailed_logging_enabled: bool = _env(
         "PAYCORE_DETAILED_LOGGING_ENABLED", "false", parse_bool, "per-request INFO logging"
+    )
+    tracemalloc_enabled: bool = _env(
+        "PAYCORE_TRACEMALLOC_ENABLED",
+        "false",
+        parse_bool,
+        "trace allocations so the admin API can take heap snapshots (RES-M7; costs CPU and memory)",
+    )
+    tracemalloc_frames: int = _env(
+        "PAYCORE_TRACEMALLOC_FRAMES", "1", _pos_int, "stack frames kept per traced allocation"
     )
     otlp_endpoint: str | None = _env(
         "PAYCORE_OTLP_ENDPOINT", None, _url, "OTLP/HTTP collector; unset = spans not exported"

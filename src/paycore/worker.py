@@ -408,9 +408,10 @@ async def main(settings: Settings, extra_jobs: Sequence[JobDefinition] = ()) -> 
             loop.add_signal_handler(sig, worker.stop)
         runner, port = await start_metrics_server(worker, settings.http_host, settings.worker_metrics_port)
         try:
-            container.start_background()
+            if container.admin is not None:
+                await container.admin.load_flags_at_start()  # stored kill-switch overrides (RES-11)
+            container.start_background()  # includes the listener that applies later overrides
             runtime.start_runtime_monitors(container.tasks)
-            runtime.export_feature_flags(settings)
             await worker.start()
             running = container.tasks.spawn("worker_loop", worker.run())
             ready = {"event": "worker_ready", "worker_id": worker.worker_id, "metrics_port": port}

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lk.add_argument("--merchant", required=True)
     sub.add_parser("list-merchants", help="list merchants")
     sub.add_parser("rotate-encryption-key", help="re-encrypt secrets at rest under the primary key")
+    from paycore.admin import cli as admin_tokens_cli
+
+    admin_tokens_cli.add_arguments(sub)  # create-admin-token, revoke-admin-token, list-admin-tokens
     _add_service_auth_arguments(sub)
 
 
@@ -240,7 +243,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from paycore.admin import cli as admin_tokens_cli
     from paycore.kernel.errors import PaycoreError
+
+    if args.admin_command in admin_tokens_cli.COMMANDS:
+        return admin_tokens_cli.run(args)
 
     try:
         return asyncio.run(_run(args))

@@ -284,6 +284,13 @@ class MerchantDirectory:
     async def get_by_slug(self, slug: str) -> Merchant | None:
         return await self.repo.get_by_slug(slug)
 
+    def evict(self, merchant_id: uuid.UUID) -> int:
+        """Drop one merchant and every credential resolved for it from this process's caches (the
+        admin API's eviction, ADR 0010); the next request loads them from the database. Returns the
+        number of cached principals dropped."""
+        self.merchants.invalidate(merchant_id)
+        return self.principals.invalidate_where(lambda _k, p: p is not None and p.merchant.id == merchant_id)
+
     async def list_all(self) -> list[Merchant]:
         return await self.repo.list_all()
 

@@ -16,6 +16,8 @@ from typing import Generic, TypeVar
 from cachetools import TTLCache
 from prometheus_client import Counter, Gauge
 
+from paycore.platform.flags import Switch, constant
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -34,21 +36,43 @@ class AsyncTTLCache(Generic[K, V]):
         *,
         ttl: float,
         max_size: int,
-        enabled: bool = True,
+        enabled: bool | Switch = True,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
-        self.enabled = enabled
+        # the kill switch: a constant or a switch read at use time (platform.flags)
+        self._enabled: Switch = enabled if callable(enabled) else constant(enabled)
         self._data: TTLCache[K, V] = TTLCache(maxsize=max_size, ttl=ttl, timer=timer)
         self._inflight: dict[K, asyncio.Future[V]] = {}
         self._generation: dict[K, int] = {}
         self._hits = CACHE_HITS.labels(name)
 
+    @property
+    def enabled(self) -> bool:
+        return self._enabled()
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = constant(value)
+
+    def follow(self, switch: Switch) -> None:
+        """Read the kill switch from `switch` at every use from now on (a hot-toggleable flag)."""
+        self._enabled = switch
+
     def __len__(self) -> int:
         return len(self._data)
 
+    def _disabled(self) -> bool:
+        """Off: entries kept from before are dropped, so switching back on starts cold (the data
+        may have changed in the meantime)."""
+        if self._enabled():
+            return False
+        if self._data:
+            self.clear()
+        return True
+
     def get(self, key: K) -> V | None:
-        if not self.enabled:
+        if self._disabled():
             return None
         value = self._data.get(key, _MISSING)
         if value is _MISSING:
@@ -57,12 +81,12 @@ class AsyncTTLCache(Generic[K, V]):
         return value  # type: ignore[return-value]
 
     def put(self, key: K, value: V) -> None:
-        if self.enabled:
+        if self._enabled():
             self._data[key] = value
             CACHE_SIZE.labels(self.name).set(len(self._data))
 
     async def get_or_load(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
-        if not self.enabled:
+        if self._disabled():
             CACHE_MISSES.labels(self.name, "disabled").inc()
             return await loader()
         value = self._data.get(key, _MISSING)

@@ -39,6 +39,7 @@ import structlog
 
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
+from paycore.platform.flags import Switch, constant
 from paycore.platform.observability import metrics as m
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ log = structlog.get_logger("paycore.ratelimit")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MERCHANT: Final = "merchant"
 IP: Final = "ip"
+ADMIN: Final = "admin"
 EXEMPT_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics", "/health"})
 
 
@@ -225,18 +227,29 @@ class RateLimits:
         merchant: Rate,
         ip: Rate,
         trusted_proxies: Sequence[Network] = (),
-        enabled: bool = True,
+        enabled: bool | Switch = True,
         merchant_overrides: Mapping[str, Rate] | None = None,
+        admin: Rate | None = None,
     ) -> None:
         self.backend = backend
         self.merchant_rate = merchant
         self.merchant_overrides = dict(merchant_overrides or {})
         self.ip_rate = ip
         self.trusted_proxies = tuple(trusted_proxies)
-        self.enabled = enabled
+        self.admin_rate = admin or Rate(5.0, 20)
+        # the kill switch: a constant or a switch read at every check (platform.flags)
+        self._enabled: Switch = enabled if callable(enabled) else constant(enabled)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled()
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = constant(value)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimits:
+    def from_settings(cls, settings: Settings, *, enabled: Switch | None = None) -> RateLimits:
         storage = settings.rate_limit_storage
         backend: Backend
         if storage.removeprefix("async+").startswith(("redis://", "rediss://")):
@@ -252,14 +265,15 @@ class RateLimits:
             merchant=Rate(settings.merchant_rate_limit_rps, settings.merchant_rate_limit_burst),
             ip=Rate(settings.ip_rate_limit_rps, settings.ip_rate_limit_burst),
             trusted_proxies=parse_networks(settings.trusted_proxies),
-            enabled=settings.rate_limit_enabled,
+            enabled=enabled if enabled is not None else settings.rate_limit_enabled,
+            admin=Rate(settings.admin_rate_limit_rps, settings.admin_rate_limit_burst),
             merchant_overrides={
                 slug: Rate(rps, burst) for slug, rps, burst in settings.merchant_rate_limit_overrides
             },
         )
 
     async def _check(self, scope: str, key: str, rate: Rate) -> None:
-        if not self.enabled:
+        if not self._enabled():
             return
         decision = await self.backend.hit(scope, key, rate)
         if not decision.allowed:
@@ -282,6 +296,11 @@ class RateLimits:
         if scope.get("path") in EXEMPT_PATHS:
             return
         await self._check(IP, self.client_ip(scope), self.ip_rate)
+
+    async def check_admin(self, scope: dict[str, Any]) -> None:
+        """The admin API's own limit, per client IP, checked before authentication (so guessing
+        tokens is limited too); merchant limits never apply to it."""
+        await self._check(ADMIN, self.client_ip(scope), self.admin_rate)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
         client = scope.get("client")

@@ -40,6 +40,7 @@ from paycore.platform.context import traceparent_var
 from paycore.platform.crypto import Keyring, Sealed
 from paycore.platform.cursor import CursorCodec
 from paycore.platform.db import Database
+from paycore.platform.flags import Switch, constant
 from paycore.platform.observability import metrics as m
 from paycore.platform.observability import tracing
 from paycore.webhooks import model, schemas
@@ -96,7 +97,7 @@ class WebhookService:
         clock: Clock,
         cursors: CursorCodec,
         config: WebhookConfig,
-        enabled: bool = True,
+        enabled: bool | Switch = True,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.db = db
@@ -106,9 +107,18 @@ class WebhookService:
         self.clock = clock
         self.cursors = cursors
         self.config = config
-        self.enabled = enabled  # the kill switch (PAYCORE_WEBHOOKS_ENABLED and not PAYCORE_DEGRADED)
+        # the kill switch (`webhooks` and not `degraded`), read before every delivery run
+        self._enabled: Switch = enabled if callable(enabled) else constant(enabled)
         self.rand = rand
         self.bulkhead = Bulkhead("webhooks", config.concurrency)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled()
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = constant(value)
 
     # ================================================================== endpoints API
     async def _check_url(self, url: str) -> None:

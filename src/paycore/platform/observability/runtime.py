@@ -111,23 +111,15 @@ def start_runtime_monitors(tasks: _Supervisor, *, sample_interval: float = 5.0) 
 
 
 def feature_flags(settings: Settings) -> dict[str, bool]:
-    """The kill switches as they are in effect (`PAYCORE_DEGRADED` turns three of them off)."""
-    degraded = settings.degraded
-    return {
-        "cb": settings.cb_enabled,
-        "merchant_cache": settings.merchant_cache_enabled,
-        "pm_cache": settings.pm_cache_enabled,
-        "compression": settings.compression_enabled,
-        "rate_limit": settings.rate_limit_enabled,
-        "webhooks": settings.webhooks_enabled and not degraded,
-        "merchant_reporting": settings.merchant_reporting_enabled and not degraded,
-        "detailed_logging": settings.detailed_logging_enabled and not degraded,
-        "degraded": degraded,
-    }
+    """The kill switches as configured, without run-time overrides (`PAYCORE_DEGRADED` turns three
+    of them off). The serving processes use `platform.flags.FeatureFlags`, which adds overrides."""
+    from paycore.platform.flags import configured_flags, effective_flags
+
+    return effective_flags(configured_flags(settings), {})
 
 
 def export_feature_flags(settings: Settings) -> dict[str, bool]:
-    """`feature_flag_enabled{flag}` (RES-11): 1 on, 0 off. Call again after a hot toggle."""
+    """`feature_flag_enabled{flag}` (RES-11) for the configured values: 1 on, 0 off."""
     flags = feature_flags(settings)
     for flag, enabled in flags.items():
         m.FEATURE_FLAG.labels(flag).set(1 if enabled else 0)

@@ -26,7 +26,8 @@ in the metrics but cannot move the state machine.
 
 Manual overrides for the admin API and the runbook: `force_open()` and `force_closed()` pin the
 state until `reset()`, which returns to a clean, automatic closed state. `enabled = False` (the
-`PAYCORE_CB_ENABLED` kill switch) makes the breaker a pass-through.
+`PAYCORE_CB_ENABLED` kill switch, hot-toggled through `platform.flags`) makes the breaker a
+pass-through.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import msgspec
 import structlog
 
 from paycore.gateway.port import CircuitOpenError
+from paycore.platform.flags import Switch, constant
 from paycore.platform.observability import metrics
 
 if TYPE_CHECKING:
@@ -198,7 +200,7 @@ class CircuitBreaker:
         window: int = 20,
         open_timeout: float = 30.0,
         half_open_probes: int = 3,
-        enabled: bool = True,
+        enabled: bool | Switch = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if failure_threshold < 1 or window < 1 or half_open_probes < 1:
@@ -213,7 +215,8 @@ class CircuitBreaker:
         self.window = window
         self.open_timeout = open_timeout
         self.half_open_probes = half_open_probes
-        self.enabled = enabled
+        # the kill switch: a constant or a switch read at every call (platform.flags)
+        self._enabled: Switch = enabled if callable(enabled) else constant(enabled)
         self._clock = clock
         # Failures in a full window that trip the breaker (0 disables the rate rule).
         self._rate_trip = math.ceil(failure_rate * window - 1e-9) if failure_rate > 0 else 0
@@ -236,6 +239,14 @@ class CircuitBreaker:
         self._export_state()
 
     # --- reading ---------------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self._enabled()
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = constant(value)
+
     @property
     def state(self) -> BreakerState:
         self._maybe_half_open()
@@ -265,7 +276,7 @@ class CircuitBreaker:
     # --- calls -----------------------------------------------------------------------------------
     def acquire(self) -> Permit:
         """A permit for one call, or `CircuitOpenError` (counted as `rejected`) without any I/O."""
-        if not self.enabled:
+        if not self._enabled():
             return Permit(None, -1, _PASS_THROUGH_STATE, False)
         self._maybe_half_open()
         state = self._state
@@ -420,9 +431,14 @@ class BreakerRegistry:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        enabled: Switch | None = None,
     ) -> BreakerRegistry:
-        """The four upstream breakers of CRITICAL-3 with their configured thresholds."""
+        """The four upstream breakers of CRITICAL-3 with their configured thresholds; `enabled` is
+        the `cb` kill switch (default: `PAYCORE_CB_ENABLED`, fixed)."""
         registry = cls()
         for name in UPSTREAMS:
             gateway = name.startswith("gateway_")
@@ -435,7 +451,7 @@ class BreakerRegistry:
                     window=settings.cb_window,
                     open_timeout=settings.cb_open_timeout,
                     half_open_probes=settings.cb_half_open_probes,
-                    enabled=settings.cb_enabled,
+                    enabled=enabled if enabled is not None else settings.cb_enabled,
                     clock=clock,
                 )
             )
