@@ -4,7 +4,9 @@ A tiny pool (4) and a lock that makes every payment statement wait: the pool's c
 held by waiting requests, the rest fail fast with 503 `database_unavailable` after the acquire
 timeout (1 s here), none hangs past its budget, and the pool metrics show it. After the lock is
 released the service recovers within 5 s. Then `pg_terminate_backend` on every server connection:
-the next requests succeed. The ledger check ends it."""
+the next requests succeed. The ledger check ends it. Last, the pool metrics scraped idle, saturated
+and recovered are replayed through the real alert rules with promtool: DbPoolCritical and
+DbPoolExhausted fire on the saturated numbers and clear on the recovered ones."""
 
 from __future__ import annotations
 
@@ -15,14 +17,21 @@ import asyncpg
 import pytest
 
 from tests.support.chaos import ChaosStack, Load, metric, metric_sum
+from tests.support.promreplay import Replay, promtool
 
 pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 
-ENV = {"PAYCORE_DB_MAX_CONNS": "4", "PAYCORE_DB_MIN_CONNS": "1", "PAYCORE_DB_ACQUIRE_TIMEOUT": "1s"}
+ENV = {
+    "PAYCORE_DB_MAX_CONNS": "4",
+    "PAYCORE_DB_MIN_CONNS": "1",
+    "PAYCORE_DB_ACQUIRE_TIMEOUT": "1s",
+    "PAYCORE_DB_POOL_MONITOR_INTERVAL": "0.5s",  # the pool gauges follow within half a second
+}
 
 
-async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
+async def test_c2_pool_saturation_and_terminated_backends(clean_db, tmp_path) -> None:
     async with ChaosStack(clean_db, env=ENV) as stack:
+        idle = await stack.metrics()
         load = Load(stack)
         load.start(concurrency=12)
         await asyncio.sleep(1.5)
@@ -52,6 +61,8 @@ async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
         await asyncio.sleep(3.0)
         report = await load.stop()
         ended = time.monotonic()
+        await asyncio.sleep(1.0)  # a pool-gauge sample after the last request
+        recovered = await stack.metrics()
         assert await stack.stop_server() == 0
         errors = [e for e in stack.server.log_events("error") if e.get("event") != "db_pool_critical"]
         await stack.reconcile()
@@ -89,3 +100,20 @@ async def test_c2_pool_saturation_and_terminated_backends(clean_db) -> None:
         (o.status, o.code) for o in after_terminate if o.status != 201
     ]
     assert problems == [], problems
+    # the DbPool alerts, evaluated by promtool on the numbers this server exported
+    if promtool() is None:
+        pytest.skip("promtool missing (apt-get install prometheus; .ci/run installs it)")
+    replay = Replay(prefixes=("db_pool_",), instance="chaos-c2:8080")
+    replay.phase(idle, minutes=2)
+    replay.expect(1.5, "DbPoolCritical", firing=False)
+    saturated_from = replay.phase(saturated, minutes=8)
+    recovered_from = replay.phase(recovered, minutes=5)
+    replay.expect(saturated_from + 0.5, "DbPoolCritical", firing=False)  # pending for its 1 m
+    replay.expect(saturated_from + 2, "DbPoolCritical", firing=True)
+    replay.expect(saturated_from + 2, "DbPoolExhausted", firing=False)  # pending for its 5 m
+    replay.expect(saturated_from + 6, "DbPoolExhausted", firing=True)
+    replay.expect(recovered_from + 2, "DbPoolCritical", firing=False)
+    replay.expect(recovered_from + 2, "DbPoolExhausted", firing=False)
+    ratio = ("db_pool_acquired_connections", "db_pool_max_connections")
+    result = replay.run(tmp_path, value_of={"DbPoolCritical": ratio, "DbPoolExhausted": ratio})
+    assert result.returncode == 0, result.stdout + result.stderr
