@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -336,6 +337,7 @@ def build_payment_method_service(
             batch_size=settings.ach_batch_size,
             return_threshold=settings.ach_return_deactivate_threshold,
             returns_lookback_days=max(int(settings.ach_returns_lookback // 86400), 1),
+            token_refresh_before=timedelta(seconds=settings.ach_token_refresh_before),
             critical_timeout=settings.service_critical_timeout,
             noncritical_timeout=settings.service_noncritical_timeout,
             batch_timezone=settings.batch_timezone,

@@ -507,6 +507,12 @@ class Settings:
         _pos_duration,
         "window of return dates re-read from the returns report on each ingest run",
     )
+    ach_token_refresh_before: float = _env(
+        "PAYCORE_ACH_TOKEN_REFRESH_BEFORE",
+        "30d",
+        _pos_duration,
+        "a bank account's lapsing token (pre-note BRIC, 13 months) is renewed this long before it expires",
+    )
     webhooks_enabled: bool = _env(
         "PAYCORE_WEBHOOKS_ENABLED", "true", parse_bool, "webhook delivery (kill switch)"
     )
