@@ -25,7 +25,6 @@ from litestar.params import Parameter
 
 from paycore.api_support import IDEMPOTENCY_KEY, idempotency_for, problem_responses, raw_response
 from paycore.checkout import model, pages, schemas
-from paycore.checkout.ratelimit import IpRateLimiter, client_ip, parse_networks
 from paycore.checkout.service import SESSION_NOT_FOUND, CheckoutService
 from paycore.idempotency import model as idem_model
 from paycore.kernel import errors
@@ -34,6 +33,7 @@ from paycore.kernel.ids import parse_uuid
 from paycore.merchants.model import Principal
 from paycore.platform.context import current_request_id
 from paycore.platform.observability import metrics as m
+from paycore.platform.ratelimit import RateLimits, retry_after_header
 
 CALLBACK_PATH: Final = "/v1/epx/browser-post/callback"
 DEMO_SLUG: Final = "demo"
@@ -49,23 +49,13 @@ def provide_checkout(request: Request[Any, Any, Any]) -> CheckoutService:
     return checkout
 
 
-def _limiter(request: Request[Any, Any, Any]) -> tuple[IpRateLimiter, Any]:
-    state = request.app.state
-    limiter: IpRateLimiter | None = state.get("ip_limiter")
-    if limiter is None:
-        settings = state.settings
-        limiter = IpRateLimiter(settings.ip_rate_limit_rps, settings.ip_rate_limit_burst)
-        state.ip_limiter = limiter
-        state.trusted_proxies = parse_networks(settings.trusted_proxies)
-    return limiter, state.trusted_proxies
-
-
-def rate_limited(request: Request[Any, Any, Any], route_name: str) -> Response[str] | None:
-    """None when the client may proceed, else the 429 answer (SEC-4)."""
-    limiter, trusted = _limiter(request)
-    peer = request.client.host if request.client else None
-    ip = client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
-    decision = limiter.hit(ip)
+async def rate_limited(request: Request[Any, Any, Any], route_name: str) -> Response[str] | None:
+    """None when the client may proceed, else the 429 page (SEC-4): the API's per-IP limit
+    (`PAYCORE_IP_RATE_LIMIT_*`, memory or Redis, the `rate_limit` kill switch), answered as text."""
+    limits: RateLimits | None = request.app.state.get("rate_limits")
+    if limits is None:
+        return None
+    decision = await limits.ip_decision(request.scope)
     if decision.allowed:
         return None
     m.IP_RATE_LIMITED.labels(route_name).inc()
@@ -73,7 +63,7 @@ def rate_limited(request: Request[Any, Any, Any], route_name: str) -> Response[s
         "Too many requests. Please wait a moment and try again.\n",
         status_code=429,
         media_type="text/plain",
-        headers={"Retry-After": str(decision.retry_after), **pages.SECURITY_HEADERS},
+        headers={"Retry-After": retry_after_header(decision.retry_after), **pages.SECURITY_HEADERS},
     )
 
 
@@ -203,7 +193,7 @@ _CALLBACK_RESPONSES: Final = {
     ],
 )
 async def browser_post_callback(request: Request[Any, Any, Any], checkout: CheckoutService) -> Response[str]:
-    limited = rate_limited(request, CALLBACK_PATH)
+    limited = await rate_limited(request, CALLBACK_PATH)
     if limited is not None:
         return limited
     query = parse_qsl(
@@ -256,7 +246,7 @@ class DemoController(Controller):
         mode: str = Parameter(default="sale", pattern="^(sale|auth)$"),
         entry: str = Parameter(default="direct", pattern="^(direct|hosted)$"),
     ) -> Response[str]:
-        limited = rate_limited(request, "/demo/checkout")
+        limited = await rate_limited(request, "/demo/checkout")
         if limited is not None:
             return limited
         principal, base = await _demo_principal(request)
@@ -317,7 +307,7 @@ async def _demo_principal(request: Request[Any, Any, Any]) -> tuple[Principal, s
 async def _demo_result(
     request: Request[Any, Any, Any], checkout: CheckoutService, payment_id: str, *, declined: bool
 ) -> Response[str]:
-    limited = rate_limited(request, "/demo/result")
+    limited = await rate_limited(request, "/demo/result")
     if limited is not None:
         return limited
     principal, _ = await _demo_principal(request)

@@ -213,7 +213,8 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Net
     return nearest
 
 
-def _retry_after(seconds: float) -> str:
+def retry_after_header(seconds: float) -> str:
+    """`Retry-After` in whole seconds, at least 1."""
     return str(max(1, math.ceil(seconds)))
 
 
@@ -272,17 +273,22 @@ class RateLimits:
             },
         )
 
-    async def _check(self, scope: str, key: str, rate: Rate) -> None:
+    async def _decide(self, scope: str, key: str, rate: Rate) -> Decision:
         if not self._enabled():
-            return
+            return Decision(True)
         decision = await self.backend.hit(scope, key, rate)
         if not decision.allowed:
             m.RATE_LIMIT_REJECTIONS.labels(scope).inc()
+        return decision
+
+    async def _check(self, scope: str, key: str, rate: Rate) -> None:
+        decision = await self._decide(scope, key, rate)
+        if not decision.allowed:
             raise PaycoreError(
                 errors.RATE_LIMITED,
                 f"Too many requests for this {'merchant' if scope == MERCHANT else 'client'}; "
                 "retry after the number of seconds in Retry-After",
-                headers={"Retry-After": _retry_after(decision.retry_after)},
+                headers={"Retry-After": retry_after_header(decision.retry_after)},
             )
 
     async def check_merchant(self, merchant_id: object, slug: str | None = None) -> None:
@@ -291,18 +297,23 @@ class RateLimits:
         rate = self.merchant_overrides.get(slug, self.merchant_rate) if slug else self.merchant_rate
         await self._check(MERCHANT, str(merchant_id), rate)
 
-    async def check_ip(self, scope: dict[str, Any]) -> None:
+    async def check_ip(self, scope: Mapping[str, Any]) -> None:
         """Per client IP, for unauthenticated public routes (health and metrics exempt)."""
         if scope.get("path") in EXEMPT_PATHS:
             return
         await self._check(IP, self.client_ip(scope), self.ip_rate)
 
-    async def check_admin(self, scope: dict[str, Any]) -> None:
+    async def ip_decision(self, scope: Mapping[str, Any]) -> Decision:
+        """The per-IP decision without raising, for public routes that answer a refusal in their
+        own format (the hosted-checkout HTML pages); `retry_after_header` formats it."""
+        return await self._decide(IP, self.client_ip(scope), self.ip_rate)
+
+    async def check_admin(self, scope: Mapping[str, Any]) -> None:
         """The admin API's own limit, per client IP, checked before authentication (so guessing
         tokens is limited too); merchant limits never apply to it."""
         await self._check(ADMIN, self.client_ip(scope), self.admin_rate)
 
-    def client_ip(self, scope: dict[str, Any]) -> str:
+    def client_ip(self, scope: Mapping[str, Any]) -> str:
         client = scope.get("client")
         peer = client[0] if client else None
         forwarded: str | None = None

@@ -143,6 +143,21 @@ async def test_disabled_limits_let_everything_through() -> None:
     assert await outcomes(lambda: rl.check_merchant("m"), 10) == [200] * 10
 
 
+async def test_ip_decision_answers_without_raising_and_counts_the_refusal() -> None:
+    """The hosted-checkout pages' form of the per-IP limit: the same buckets as `check_ip`."""
+    rl = limits(Clock(), ip=Rate(1, 2))
+    before = REGISTRY.get_sample_value("rate_limit_rejections_total", {"scope": "ip"}) or 0.0
+    decisions = [await rl.ip_decision(scope("203.0.113.9", port=40000 + i)) for i in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert decisions[2].retry_after == pytest.approx(1.0)
+    assert REGISTRY.get_sample_value("rate_limit_rejections_total", {"scope": "ip"}) == before + 1
+    with pytest.raises(PaycoreError):  # one bucket for both forms
+        await rl.check_ip(scope("203.0.113.9"))
+    assert (await rl.ip_decision(scope("198.51.100.1"))).allowed  # another client
+    rl.enabled = False
+    assert (await rl.ip_decision(scope("203.0.113.9"))).allowed  # the kill switch
+
+
 @pytest.mark.parametrize(
     ("peer", "xff", "trusted", "expected"),
     [
