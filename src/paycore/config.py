@@ -334,6 +334,9 @@ class Settings:
     max_transaction_depth: int = _env(
         "PAYCORE_MAX_TRANSACTION_DEPTH", "10", _pos_int, "max parent chain on write"
     )
+    batch_max_ids: int = _env(
+        "PAYCORE_BATCH_MAX_IDS", "100", _pos_int, "ids per `POST /v1/payments/batch-get` (more: 422)"
+    )
     reconcile_after: float = _env(
         "PAYCORE_RECONCILE_AFTER",
         "2m",

@@ -119,3 +119,24 @@ async def test_health_metrics_and_openapi(api, http, token):
         assert code in responses, code
     async with http.get(api.url + "/docs") as r:
         assert r.status == 200 and "text/html" in r.content_type
+
+
+async def test_batch_get_over_http(api, http, token):
+    status, sale, _ = await post(
+        http, api, "/v1/payments", {"amount": 1300, "currency": "USD", "token": token}
+    )
+    assert status == 201
+    missing = str(uuid.uuid4())
+    async with http.post(
+        api.url + "/v1/payments/batch-get", json={"ids": [sale["id"], missing]}, headers=api.headers()
+    ) as r:
+        assert r.status == 200
+        body = await r.json()
+    assert body["object"] == "batch" and body["not_found"] == [missing]
+    assert body["found"][sale["id"]]["amount"] == 1300 and body["found"][sale["id"]]["status"] == "approved"
+    for bad in ({"ids": []}, {"ids": ["not-a-uuid"]}, {"ids": [missing] * 2, "extra": 1}):
+        async with http.post(api.url + "/v1/payments/batch-get", json=bad, headers=api.headers()) as r:
+            assert r.status in (400, 422) and r.content_type == "application/problem+json"
+    many = {"ids": [str(uuid.uuid4()) for _ in range(101)]}
+    async with http.post(api.url + "/v1/payments/batch-get", json=many, headers=api.headers()) as r:
+        assert r.status == 422 and (await r.json())["param"] == "ids"

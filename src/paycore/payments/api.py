@@ -68,6 +68,17 @@ class PaymentController(Controller):
         assert idem is not None
         return raw_response(await payments.create(principal, data, idem))
 
+    @post(
+        "/batch-get",
+        summary="Get up to 100 payments at once (one query); unknown or foreign ids are `not_found`",
+        status_code=200,
+        responses=problem_responses(),
+    )
+    async def batch_get_payments(
+        self, data: schemas.BatchGet, principal: Principal, payments: PaymentService
+    ) -> schemas.BatchGetResult:
+        return await payments.batch_get(principal, data.ids)
+
     @get("/{payment_id:str}", summary="Get a payment with its captures, refunds and voids")
     async def get_payment(
         self, payment_id: str, principal: Principal, payments: PaymentService

@@ -219,6 +219,13 @@ GROUPS_FOR_PAGE = Query(
          WHERE group_id = ANY($1::uuid[]) AND id <> group_id AND merchant_id = $2
          ORDER BY created_at, id""",
 )
+GROUPS_BY_IDS = Query(
+    "payments.groups_by_ids",
+    Tier.STANDARD,
+    f"""SELECT {_COLUMNS} FROM transactions
+         WHERE group_id = ANY($1::uuid[]) AND merchant_id = $2
+         ORDER BY group_id, created_at, id""",
+)
 UNRESOLVED = Query(
     "payments.unresolved",
     Tier.STANDARD,
@@ -347,6 +354,10 @@ class PaymentRepository:
         if not group_ids:
             return []
         return [row_to_txn(r) for r in await self.db.fetch(GROUPS_FOR_PAGE, group_ids, merchant_id)]
+
+    async def groups_by_ids(self, group_ids: list[uuid.UUID], merchant_id: uuid.UUID) -> list[TxnRow]:
+        """Every transaction of the given groups (roots and children), in one query."""
+        return [row_to_txn(r) for r in await self.db.fetch(GROUPS_BY_IDS, group_ids, merchant_id)]
 
     async def list_roots(
         self,

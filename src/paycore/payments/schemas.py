@@ -128,6 +128,20 @@ class OperationOut(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class BatchGet(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Up to `PAYCORE_BATCH_MAX_IDS` (100) payment ids to read at once."""
+
+    ids: Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, description="payment ids")]
+
+
+class BatchGetResult(msgspec.Struct, kw_only=True):
+    """The payments found (by id) and the ids that are not this merchant's payments."""
+
+    object: Literal["batch"] = "batch"
+    found: dict[str, PaymentOut]
+    not_found: list[uuid.UUID]
+
+
 class PaymentList(msgspec.Struct, kw_only=True):
     object: Literal["list"] = "list"
     data: list[PaymentOut]

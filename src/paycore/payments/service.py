@@ -158,8 +158,10 @@ class PaymentService:
         max_depth: int = 10,
         batch_timezone: str = "UTC",
         payment_methods: SavedPaymentMethods | None = None,
+        batch_max_ids: int = 100,
     ) -> None:
         self.db = db
+        self.batch_max_ids = batch_max_ids
         self.payment_methods = payment_methods
         self.repo = repository
         self.idem = idempotency
@@ -784,6 +786,32 @@ class PaymentService:
             raise PaycoreError(errors.PAYMENT_NOT_FOUND)
         root, children = rows[0], rows[1:]
         return schemas.payment_out(root, children, group_of(root, children), livemode=principal.livemode)
+
+    async def batch_get(self, principal: Principal, ids: list[uuid.UUID]) -> schemas.BatchGetResult:
+        """Many payments in one query (API-8). Another merchant's id, a card save or a pre-note
+        is `not_found`, like on a single GET; a repeated id is answered once."""
+        wanted = list(dict.fromkeys(ids))
+        if len(wanted) > self.batch_max_ids:
+            raise PaycoreError(
+                errors.VALIDATION_FAILED,
+                f"at most {self.batch_max_ids} ids per request",
+                param="ids",
+            )
+        async with dl.budget(self.timeouts.noncritical):
+            rows = await self.repo.groups_by_ids(wanted, principal.merchant.id)
+        groups: dict[uuid.UUID, list[TxnRow]] = {}
+        for row in rows:
+            groups.setdefault(row.group_id, []).append(row)
+        found: dict[str, schemas.PaymentOut] = {}
+        for group_id, members in groups.items():
+            root = next((r for r in members if r.id == group_id), None)
+            if root is None or root.type not in ("sale", "auth"):
+                continue
+            children = [r for r in members if r is not root]
+            found[str(group_id)] = schemas.payment_out(
+                root, children, group_of(root, children), livemode=principal.livemode
+            )
+        return schemas.BatchGetResult(found=found, not_found=[i for i in wanted if str(i) not in found])
 
     async def list(self, principal: Principal, query: ListQuery) -> schemas.PaymentList:
         merchant_id = principal.merchant.id
