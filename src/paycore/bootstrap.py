@@ -104,7 +104,6 @@ class Container:
         self.payment_methods.start_listener()  # cross-process cache invalidation (LISTEN)
         if self.listener is not None:
             self.listener.start()  # kill switches, breaker commands, merchant evictions (admin API)
-        self.merchants.start_listener()  # credentials: API-key and service-JWT revocations
 
     async def _pool_tick(self) -> None:
         self.pool_monitor.tick()
@@ -168,9 +167,8 @@ def job_definitions(settings: Settings | None = None) -> list[JobDefinition]:
 
 
 def build_merchant_directory(
-    settings: Settings, db: Database, tasks: TaskSupervisor | None = None, *, dsn: str | None = None
+    settings: Settings, db: Database, tasks: TaskSupervisor | None = None
 ) -> MerchantDirectory:
-    """`dsn`: where serving processes LISTEN for the other processes' credential invalidations."""
     return MerchantDirectory(
         db,
         MerchantRepository(db),
@@ -215,7 +213,6 @@ def build_merchant_directory(
         ),
         tasks=tasks,
         resealers=[lambda keyring: reseal_secrets(WebhookRepository(db), keyring)],
-        listen_dsn=dsn,
     )
 
 
@@ -422,7 +419,7 @@ async def build_container(
             if settings.epx_reporting_url
             else None
         )
-        merchants = build_merchant_directory(settings, db, tasks, dsn=dsn)
+        merchants = build_merchant_directory(settings, db, tasks)
         for credential_cache in (merchants.principals, merchants.merchants):
             credential_cache.follow(flags.switch("merchant_cache"))
         payment_methods = build_payment_method_service(
@@ -481,6 +478,9 @@ async def build_container(
         listener.subscribe(admin_model.CONTROL_CHANNEL, admin.on_control)
         listener.subscribe(admin_model.CACHE_CHANNEL, admin.on_cache_invalidation)
         listener.on_connect(admin.reload_flags)  # notifications missed while disconnected
+        # credential revocations (API keys, service clients, grants, jtis) of the other processes
+        listener.subscribe(admin_model.CACHE_CHANNEL, merchants.on_cache_invalidation)
+        listener.on_connect(merchants.on_listener_connect)
         subscriptions = build_subscription_service(
             settings, db, payments=payments, merchants=merchants, clock=clock
         )

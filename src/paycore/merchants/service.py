@@ -7,7 +7,6 @@ invalidate them, in this process after the commit and in the others through `NOT
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,12 +27,14 @@ from paycore.merchants.repository import MerchantRepository
 from paycore.platform.cache import AsyncTTLCache
 from paycore.platform.crypto import Keyring, Sealed, SecretStr
 from paycore.platform.db import Connection, Database
-from paycore.platform.invalidation import CACHE_CHANNEL, listen_for_invalidations
 from paycore.platform.tasks import TaskSupervisor
 
 log = structlog.get_logger("paycore.merchants")
 
 TOUCH_INTERVAL = 60.0  # seconds between `last_used_at` writes per API key
+# cross-process invalidation: `mc|<kind>|<a>|<b>` items, `;`-separated, on the channel every
+# process LISTENs to (platform/db/listener.py); `pm|…` items belong to the payment methods
+CACHE_CHANNEL: Final = "paycore_cache_invalidate"
 REVOKED_JTI_LIMIT: Final = 50_000  # more live revocations than this: checked per token in the database
 _REQUIRED_CLAIMS: Final = ["exp", "iss", "jti", "merchant_id"]
 
@@ -103,7 +104,6 @@ class MerchantDirectory:
         jwt_policy: JwtPolicy,
         tasks: TaskSupervisor | None = None,
         resealers: Sequence[Callable[[Keyring], Awaitable[int]]] = (),
-        listen_dsn: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
@@ -120,8 +120,6 @@ class MerchantDirectory:
         self.service_grants = service_auth.grants
         self.revoked_jtis = service_auth.revoked
         self.jwt_policy = jwt_policy
-        self.listen_dsn = listen_dsn
-        self.listening = asyncio.Event()
         self._clock = clock
 
     # -- authentication (hot path) --------------------------------------------------------------
@@ -241,42 +239,34 @@ class MerchantDirectory:
         """Tell the other processes (NOTIFY; inside `con`'s transaction it is sent at commit)."""
         await self.repo.notify(con, CACHE_CHANNEL, ";".join(items))
 
-    def _on_invalidation(self, item: str) -> None:
-        """One `mc|<kind>|<a>|<b>` item from another process; other prefixes are not ours."""
-        parts = item.split("|")
-        if len(parts) != 4 or parts[0] != "mc":
-            return
-        kind, first, second = parts[1], parts[2], parts[3]
-        if kind == "client":
-            self.service_clients.invalidate(first)
-        elif kind == "grant":
-            self.service_grants.invalidate((uuid.UUID(first), uuid.UUID(second)))
-        elif kind == "jti":
-            self.revoked_jtis.invalidate("live")
-        elif kind == "api_key":
-            self.principals.invalidate(bytes.fromhex(first))
+    def on_cache_invalidation(self, payload: str) -> None:
+        """A NOTIFY payload from another process (subscribed to `CACHE_CHANNEL` by the process's
+        `NotificationListener`): drop the credentials it names. Items of other kinds or prefixes
+        (`mc|merchant|…` is the admin API's eviction, `pm|…` the payment methods') are not ours."""
+        for item in payload.split(";"):
+            parts = item.split("|")
+            if len(parts) != 4 or parts[0] != "mc":
+                continue
+            kind, first, second = parts[1], parts[2], parts[3]
+            try:
+                if kind == "client":
+                    self.service_clients.invalidate(first)
+                elif kind == "grant":
+                    self.service_grants.invalidate((uuid.UUID(first), uuid.UUID(second)))
+                elif kind == "jti":
+                    self.revoked_jtis.invalidate("live")
+                elif kind == "api_key":
+                    self.principals.invalidate(bytes.fromhex(first))
+            except ValueError:
+                log.warning("credential_invalidation_malformed", kind=kind)
 
-    def _drop_credentials(self) -> None:
+    async def on_listener_connect(self) -> None:
+        """The listener (re)connected: invalidations may have been missed while it was down, so
+        every cached credential is dropped (they reload on next use)."""
         self.principals.clear()
         self.service_clients.clear()
         self.service_grants.clear()
         self.revoked_jtis.clear()
-
-    def start_listener(self) -> None:
-        """Receive the other processes' credential invalidations (serving processes and workers:
-        `Container.start_background`)."""
-        if self.listen_dsn and self.tasks is not None:
-            self.tasks.spawn(
-                "merchant_cache_listener",
-                listen_for_invalidations(
-                    self.listen_dsn,
-                    name="merchant-cache-listener",
-                    on_item=self._on_invalidation,
-                    on_lost=self._drop_credentials,
-                    listening=self.listening,
-                ),
-                periodic=True,
-            )
 
     async def get(self, merchant_id: uuid.UUID) -> Merchant | None:
         return await self.merchants.get_or_load(merchant_id, lambda: self.repo.get(merchant_id))

@@ -24,8 +24,9 @@ from paycore.bootstrap import build_merchant_directory
 from paycore.config import load_settings
 from paycore.gateway.port import MerchantKey
 from paycore.kernel.errors import PaycoreError
-from paycore.merchants.service import MerchantDirectory
+from paycore.merchants.service import CACHE_CHANNEL, MerchantDirectory
 from paycore.platform.db.database import query_counter
+from paycore.platform.db.listener import NotificationListener
 from paycore.platform.db.pool import create_database
 from paycore.platform.tasks import TaskSupervisor
 from tests.support.tokens import SANDBOX_KEY
@@ -81,7 +82,7 @@ def forge(header: dict, claims: dict, sign) -> str:
 async def directory_on(dsn: str, tasks: TaskSupervisor, **env: str) -> tuple[MerchantDirectory, object]:
     settings = load_settings({"PAYCORE_ENV": "test", **env})
     db = await create_database(settings, dsn, min_size=1, max_size=3)
-    return build_merchant_directory(settings, db, tasks, dsn=dsn), db
+    return build_merchant_directory(settings, db, tasks), db
 
 
 @pytest.fixture
@@ -327,9 +328,12 @@ async def test_revocations_reach_another_process_within_a_second(
 ):
     tasks = TaskSupervisor()
     remote, db = await directory_on(clean_db, tasks)
+    listener = NotificationListener(clean_db, tasks)  # as `build_container` wires it
+    listener.subscribe(CACHE_CHANNEL, remote.on_cache_invalidation)
+    listener.on_connect(remote.on_listener_connect)
     try:
-        remote.start_listener()
-        await asyncio.wait_for(remote.listening.wait(), 5)
+        listener.start()
+        await asyncio.wait_for(listener.listening.wait(), 5)
 
         async def until_refused(token: str, status: int) -> bool:
             for _ in range(100):
@@ -378,7 +382,34 @@ async def test_revocations_reach_another_process_within_a_second(
     finally:
         await tasks.cancel_all()
         await db.pool.close()
-    assert not remote.listening.is_set()
+    assert not listener.listening.is_set()
+
+
+async def test_a_reconnected_listener_drops_every_cached_credential(directory, client, client_key, acme):
+    """Notifications sent while the listener was down are lost: on (re)connect nothing cached is
+    trusted any more."""
+    await directory.authenticate_jwt(mint(client_key, merchant_id=acme.id))
+    key = await directory.create_api_key(acme.id)
+    await directory.authenticate(key.secret)
+    caches = (
+        directory.principals,
+        directory.service_clients,
+        directory.service_grants,
+        directory.revoked_jtis,
+    )
+    assert all(len(cache) == 1 for cache in caches)
+    await directory.on_listener_connect()
+    assert all(len(cache) == 0 for cache in caches)
+
+
+async def test_foreign_and_malformed_items_are_ignored(directory, client, client_key, acme):
+    await directory.authenticate_jwt(mint(client_key, merchant_id=acme.id))
+    directory.on_cache_invalidation(
+        f"pm|{uuid.uuid4()}|{acme.id}|cus_1;mc|merchant|{acme.id}|;mc|grant|nope|nope;mc|api_key|zz|;junk"
+    )
+    assert len(directory.service_grants) == 1 and len(directory.service_clients) == 1
+    directory.on_cache_invalidation(f"pm|x|y|z;mc|grant|{client.id}|{acme.id}")
+    assert len(directory.service_grants) == 0 and len(directory.service_clients) == 1
 
 
 # --- administration -------------------------------------------------------------------------------
