@@ -451,6 +451,7 @@ async def build_container(
             max_depth=settings.max_transaction_depth,
             batch_timezone=settings.batch_timezone,
             payment_methods=payment_methods,
+            batch_max_ids=settings.batch_max_ids,
         )
         checkout = build_checkout_service(
             settings,
