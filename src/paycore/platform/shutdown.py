@@ -27,6 +27,9 @@ from paycore.platform.observability import metrics as m
 
 log = structlog.get_logger("paycore.shutdown")
 
+# How long requests cancelled at the drain deadline get to unwind (mark their transactions).
+CANCEL_GRACE = 2.0
+
 
 class Lifecycle:
     """Process-wide serving state shared by the middleware and the health routes."""
@@ -39,16 +42,31 @@ class Lifecycle:
         self._idle.set()
         self.drain_started: float | None = None
         self.drain_hooked = False
+        self._handlers: set[asyncio.Task[Any]] = set()  # the tasks serving in-flight requests
 
     def request_started(self) -> None:
+        """Called by the request envelope from the task serving the request."""
         self.in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
 
     def request_finished(self) -> None:
+        self._handlers.discard(asyncio.current_task())
         self.in_flight -= 1
         if self.in_flight <= 0:
             self.in_flight = 0
             self._idle.set()
+
+    def cancel_in_flight(self) -> int:
+        """Cancel the requests still running at the drain deadline (RES-M2, CRITICAL-1): a request
+        sleeping in a retry backoff must not hold the shutdown. Their transactions are left
+        `unknown`/`failed` for reconciliation. Returns how many were cancelled."""
+        handlers = [t for t in self._handlers if not t.done()]
+        for task in handlers:
+            task.cancel("shutdown: drain deadline")
+        return len(handlers)
 
     def start_draining(self) -> None:
         if not self.draining:
@@ -93,6 +111,9 @@ def _drain_then(
             await asyncio.sleep(prestop_delay)
         if not await lifecycle.wait_idle(drain_timeout):
             log.warning("shutdown_drain_deadline", in_flight=lifecycle.in_flight)
+            lifecycle.cancel_in_flight()
+            if not await lifecycle.wait_idle(CANCEL_GRACE):
+                log.error("shutdown_requests_not_cancelled", in_flight=lifecycle.in_flight)
         stop()
 
     def on_signal() -> None:
