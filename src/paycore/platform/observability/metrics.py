@@ -256,7 +256,16 @@ MERCHANT_TIME_TO_FIRST_PAYMENT = Histogram(
 )
 # --- resilience extras (SEC-4, A8, RES-9) -----------------------------------------------------------
 RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Rate-limited requests", ["scope"])
-CACHE_STALE_SERVED = Counter("cache_stale_served_total", "Stale cache entries served on error", ["cache"])
+# --- caches (platform.cache; label `cache` is the cache's name, never a key) -----------------------
+CACHE_HITS = Counter("cache_hits_total", "Cache hits", ["cache"])
+CACHE_MISSES = Counter(
+    "cache_misses_total", "Cache misses (not_found, expired, disabled, bypass)", ["cache", "reason"]
+)
+CACHE_SIZE = Gauge("cache_size", "Cache entries, stale ones included", ["cache"], multiprocess_mode="livesum")
+CACHE_EVICTIONS = Counter("cache_evictions_total", "Cache evictions (ttl, lru, manual)", ["cache", "reason"])
+CACHE_STALE_SERVED = Counter(
+    "cache_stale_served_total", "Stale entries served because the loader failed (RES-9)", ["cache"]
+)
 
 
 # --- process metrics in multiprocess mode -----------------------------------------------------------
