@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response
 from litestar.middleware.compression import CompressionMiddleware
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.types import Receive, Scope, Send
 
 from paycore.idempotency import model as idem_model
@@ -55,6 +55,41 @@ PROBLEM_RESPONSES: dict[int, ResponseSpec] = {
     503: _problem_spec("Shutting down, not ready, or the database is unavailable (see Retry-After)"),
     504: _problem_spec("The request deadline was exceeded"),
 }
+
+
+# Answers any route can give (malformed input, credentials, unknown object, body size, validation,
+# rate limit, not ready, deadline): `complete_problem_responses` documents them on every operation.
+GENERIC_PROBLEMS: Final = (400, 401, 403, 404, 413, 422, 429, 503, 504)
+# Routes whose failures are not problem documents (probes and scrapes).
+_PLAIN_ROUTES: Final = frozenset({"/healthz", "/readyz", "/health", "/metrics"})
+_HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+
+
+def complete_problem_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with the RFC 9457 answers every operation can give (`GENERIC_PROBLEMS`)
+    declared on each one, and the framework's own `application/json` error entries corrected to
+    `application/problem+json` (what the exception handlers send). Entries a route declares itself
+    with another media type (the hosted-checkout HTML pages) are kept."""
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, item in schema.get("paths", {}).items():
+        if path in _PLAIN_ROUTES:
+            continue
+        for method, operation in item.items():
+            if method not in _HTTP_METHODS or not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, entry in responses.items():
+                if (
+                    code.isdigit()
+                    and int(code) >= 400
+                    and set(entry.get("content", {})) == {"application/json"}
+                ):
+                    entry["content"] = dict(problem)
+            for code in GENERIC_PROBLEMS:
+                responses.setdefault(
+                    str(code), {"description": PROBLEM_RESPONSES[code].description, "content": dict(problem)}
+                )
+    return schema
 
 
 def problem_responses(accepted: type | None = None) -> dict[int, ResponseSpec]:
@@ -103,21 +138,44 @@ def page_limit(limit: int | None, *, default: int = 20, maximum: int = 100) -> i
     return limit
 
 
+# RFC 3339 date-time with an explicit offset, as the listings' `created_gte`/`created_lt` take it
+RFC3339: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+CREATED_GTE = Parameter(
+    pattern=RFC3339, description="RFC 3339 with an offset (2026-11-27T10:00:00Z), inclusive"
+)
+CREATED_LT = Parameter(
+    pattern=RFC3339, description="RFC 3339 with an offset (2026-11-27T10:00:00Z), exclusive"
+)
+
+
+def _instant(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows `t` and `z`
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise PaycoreError(errors.INVALID_PARAMETER, f"{name} is not an RFC 3339 date-time", param=name)
+    return parsed
+
+
 def check_listing(
     starting_after: str | None,
     ending_before: str | None,
     *,
-    created_gte: datetime | None = None,
-    created_lt: datetime | None = None,
-) -> None:
-    """The rules every listing shares: one cursor direction at a time, aware created bounds."""
+    created_gte: str | None = None,
+    created_lt: str | None = None,
+) -> tuple[datetime | None, datetime | None]:
+    """The rules every listing shares: one cursor direction at a time; the created bounds are RFC
+    3339 date-times with an offset (returned parsed: `created_gte`, `created_lt`)."""
     if starting_after and ending_before:
         raise PaycoreError(
             errors.INVALID_PARAMETER, "use starting_after or ending_before, not both", param="ending_before"
         )
-    for name, value in (("created_gte", created_gte), ("created_lt", created_lt)):
-        if value is not None and value.tzinfo is None:
-            raise PaycoreError(errors.INVALID_PARAMETER, f"{name} needs a time zone", param=name)
+    return _instant("created_gte", created_gte), _instant("created_lt", created_lt)
 
 
 def raw_response(result: Any, *, replayed: bool = False) -> Response[Any]:

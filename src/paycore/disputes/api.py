@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get
 from litestar.params import Parameter
 
-from paycore.api_support import check_listing, page_limit, problem_responses
+from paycore.api_support import CREATED_GTE, CREATED_LT, check_listing, page_limit, problem_responses
 from paycore.disputes import schemas
 from paycore.disputes.model import STATUSES
 from paycore.disputes.service import DISPUTE_NOT_FOUND, DisputeService, ListDisputes
@@ -46,20 +45,22 @@ class DisputeController(Controller):
             str | None, Parameter(description="new|pending|responded|won|lost|accepted")
         ] = None,
         payment_id: Annotated[uuid.UUID | None, Parameter(description="the disputed payment")] = None,
-        created_gte: Annotated[datetime | None, Parameter(description="RFC 3339, inclusive")] = None,
-        created_lt: Annotated[datetime | None, Parameter(description="RFC 3339, exclusive")] = None,
+        created_gte: Annotated[str | None, CREATED_GTE] = None,
+        created_lt: Annotated[str | None, CREATED_LT] = None,
     ) -> schemas.DisputeList:
         if status is not None and status not in _STATUSES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown status {status!r}", param="status")
-        check_listing(starting_after, ending_before, created_gte=created_gte, created_lt=created_lt)
+        created_from, created_until = check_listing(
+            starting_after, ending_before, created_gte=created_gte, created_lt=created_lt
+        )
         return await disputes.list(
             principal,
             ListDisputes(
                 limit=page_limit(limit),
                 status=status,
                 payment_id=payment_id,
-                created_gte=created_gte,
-                created_lt=created_lt,
+                created_gte=created_from,
+                created_lt=created_until,
                 starting_after=starting_after,
                 ending_before=ending_before,
             ),

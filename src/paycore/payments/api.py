@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -11,6 +10,8 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from paycore.api_support import (
+    CREATED_GTE,
+    CREATED_LT,
     IDEMPOTENCY_KEY,
     NO_COMPRESSION,
     check_listing,
@@ -97,18 +98,20 @@ class PaymentController(Controller):
             str | None, Parameter(description="pending|approved|declined|failed|unknown")
         ] = None,
         customer_id: Annotated[str | None, Parameter(max_length=64)] = None,
-        created_gte: Annotated[datetime | None, Parameter(description="RFC 3339, inclusive")] = None,
-        created_lt: Annotated[datetime | None, Parameter(description="RFC 3339, exclusive")] = None,
+        created_gte: Annotated[str | None, CREATED_GTE] = None,
+        created_lt: Annotated[str | None, CREATED_LT] = None,
     ) -> schemas.PaymentList:
         if status is not None and status not in _STATUSES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown status {status!r}", param="status")
-        check_listing(starting_after, ending_before, created_gte=created_gte, created_lt=created_lt)
+        created_from, created_until = check_listing(
+            starting_after, ending_before, created_gte=created_gte, created_lt=created_lt
+        )
         query = ListQuery(
             limit=page_limit(limit),
             status=status,
             customer_id=customer_id,
-            created_gte=created_gte,
-            created_lt=created_lt,
+            created_gte=created_from,
+            created_lt=created_until,
             starting_after=starting_after,
             ending_before=ending_before,
         )

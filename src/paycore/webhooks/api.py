@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 
-from paycore.api_support import check_listing, page_limit, problem_responses
+from paycore.api_support import CREATED_GTE, CREATED_LT, check_listing, page_limit, problem_responses
 from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import parse_uuid
@@ -124,10 +123,12 @@ class EventController(Controller):
         starting_after: Annotated[str | None, Parameter(description="cursor: next page")] = None,
         ending_before: Annotated[str | None, Parameter(description="cursor: previous page")] = None,
         type: Annotated[str | None, Parameter(description="an event type, e.g. payment.succeeded")] = None,
-        created_gte: Annotated[datetime | None, Parameter(description="RFC 3339, inclusive")] = None,
-        created_lt: Annotated[datetime | None, Parameter(description="RFC 3339, exclusive")] = None,
+        created_gte: Annotated[str | None, CREATED_GTE] = None,
+        created_lt: Annotated[str | None, CREATED_LT] = None,
     ) -> schemas.EventList:
-        check_listing(starting_after, ending_before, created_gte=created_gte, created_lt=created_lt)
+        created_from, created_until = check_listing(
+            starting_after, ending_before, created_gte=created_gte, created_lt=created_lt
+        )
         if type is not None and type not in EVENT_TYPES:
             raise PaycoreError(errors.INVALID_PARAMETER, f"unknown event type {type!r}", param="type")
         return await webhooks.list_events(
@@ -135,8 +136,8 @@ class EventController(Controller):
             ListEvents(
                 limit=page_limit(limit),
                 event_type=type,
-                created_gte=created_gte,
-                created_lt=created_lt,
+                created_gte=created_from,
+                created_lt=created_until,
                 starting_after=starting_after,
                 ending_before=ending_before,
             ),
