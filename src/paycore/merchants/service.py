@@ -64,21 +64,24 @@ class ServiceAuthCaches:
     revoked: AsyncTTLCache[str, RevokedJtis]  # one entry: the live revocations
 
 
-def _invalid_token() -> PaycoreError:
+def _invalid_token(reason: str, issuer: str | None = None) -> PaycoreError:
     # one message for every signature, issuer, claim and revocation failure: a caller learns
-    # nothing about which check refused the token
+    # nothing about which check refused the token; the operator reads the reason in the log
+    log.info("service_token_refused", reason=reason, issuer=issuer)
     return PaycoreError(
         errors.UNAUTHENTICATED, "The token is not valid", headers={"WWW-Authenticate": "Bearer"}
     )
 
 
-def _expired_token() -> PaycoreError:
+def _expired_token(issuer: str) -> PaycoreError:
+    log.info("service_token_refused", reason="expired", issuer=issuer)
     return PaycoreError(
         errors.UNAUTHENTICATED, "The token has expired", headers={"WWW-Authenticate": "Bearer"}
     )
 
 
-def _not_granted() -> PaycoreError:
+def _not_granted(reason: str, issuer: str) -> PaycoreError:
+    log.info("service_token_refused", reason=reason, issuer=issuer)
     return PaycoreError(errors.FORBIDDEN, "These credentials may not act for this merchant")
 
 
@@ -166,22 +169,24 @@ class MerchantDirectory:
         token itself, 403 when the client may not act for that merchant.
         """
         if len(token) > model.TOKEN_MAX_LENGTH or not model.looks_like_jwt(token):
-            raise _invalid_token()
+            raise _invalid_token("malformed")
         try:
             unverified = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            raise _invalid_token() from None
+            raise _invalid_token("malformed") from None
         header, payload = unverified["header"], unverified["payload"]
         issuer = payload.get("iss") if isinstance(payload, dict) else None
-        if header.get("alg") != "RS256" or not isinstance(issuer, str):
-            raise _invalid_token()
-        if not model.ISSUER_PATTERN.match(issuer):
-            raise _invalid_token()
+        if not isinstance(issuer, str) or not model.ISSUER_PATTERN.match(issuer):
+            raise _invalid_token("issuer_malformed")
+        if header.get("alg") != "RS256":
+            raise _invalid_token("algorithm_not_rs256", issuer)
         client = await self.service_clients.get_or_load(
             issuer, lambda: self.repo.get_service_client_by_issuer(issuer)
         )
-        if client is None or not client.active:
-            raise _invalid_token()
+        if client is None:
+            raise _invalid_token("issuer_unknown", issuer)
+        if not client.active:
+            raise _invalid_token("client_revoked", issuer)
         policy = self.jwt_policy
         try:
             claims = jwt.decode(
@@ -194,26 +199,28 @@ class MerchantDirectory:
                 leeway=policy.leeway,
             )
         except jwt.ExpiredSignatureError:
-            raise _expired_token() from None
-        except jwt.PyJWTError:
-            raise _invalid_token() from None
+            raise _expired_token(issuer) from None
+        except jwt.PyJWTError as exc:
+            raise _invalid_token(type(exc).__name__, issuer) from None  # signature, claims, audience
         try:
             checked = model.check_claims(
                 claims, now=self._clock(), max_lifetime=policy.max_lifetime, leeway=policy.leeway
             )
         except model.InvalidClaims as exc:
-            raise (_expired_token() if str(exc) == "expired" else _invalid_token()) from None
+            if str(exc) == "expired":
+                raise _expired_token(issuer) from None
+            raise _invalid_token(str(exc), issuer) from None
         if await self._jti_revoked(client.id, checked.jti):
-            raise _invalid_token()
+            raise _invalid_token("jti_revoked", issuer)
         key = (client.id, checked.merchant_id)
         granted = await self.service_grants.get_or_load(
             key, lambda: self.repo.has_active_grant(client.id, checked.merchant_id)
         )
         if not granted:
-            raise _not_granted()
+            raise _not_granted("no_active_grant", issuer)
         merchant = await self.get(checked.merchant_id)
         if merchant is None or not merchant.active:
-            raise _not_granted()
+            raise _not_granted("merchant_not_active", issuer)
         return Principal(
             merchant=merchant,
             mode=model.mode_for_environment(merchant.environment),

@@ -481,3 +481,27 @@ async def test_the_migration_indexes_every_lookup(directory, client, acme, clean
             )
     finally:
         await con.close()
+
+
+async def test_the_log_names_the_reason_the_caller_is_not_told(
+    directory, client, client_key, stranger_key, acme
+):
+    from structlog.testing import capture_logs
+
+    await directory.revoke_jti(client.id, "gone", datetime.now(UTC) + timedelta(minutes=5))
+    tokens = {
+        "InvalidSignatureError": mint(stranger_key, merchant_id=acme.id),
+        "jti_revoked": mint(client_key, merchant_id=acme.id, jti="gone"),
+        "issuer_unknown": mint(client_key, iss="nobody", merchant_id=acme.id),
+        "merchant_id must be a UUID": mint(client_key, merchant_id="acme"),
+        "expired": mint(
+            client_key, merchant_id=acme.id, iat=int(time.time()) - 900, exp=int(time.time()) - 300
+        ),
+    }
+    with capture_logs() as logs:
+        details = {(await refused(directory, token)).detail for token in tokens.values()}
+    assert details == {INVALID, "The token has expired"}
+    refusals = [e for e in logs if e["event"] == "service_token_refused"]
+    assert [e["reason"] for e in refusals] == list(tokens)
+    assert {e["issuer"] for e in refusals} == {ISSUER, "nobody"}
+    assert not any(token in repr(logs) for token in tokens.values())  # tokens are never logged
