@@ -256,6 +256,40 @@ class AdminController(Controller):
             merchant_id=merchant_id, principals_evicted=dropped, propagated=True, pid=os.getpid()
         )
 
+    @get(
+        "/merchants/{merchant_id:uuid}",
+        summary="A merchant as this process's cache holds it; `X-Bypass-Cache: true` reads the database",
+        description=(
+            "`source`: `cache` (a fresh cache entry), `loaded` (a miss, now cached) or `database` "
+            "(`X-Bypass-Cache: true`: read as stored, never a stale copy, and the cache refreshed). "
+            "The header is honoured on admin routes only; merchant credentials never bypass a cache."
+        ),
+        responses=_responses((404, "No such merchant (`merchant_not_found`)")),
+        opt=_opt("admin.merchant.read", "merchant"),
+    )
+    async def read_merchant(
+        self,
+        request: Request[Any, Any, Any],
+        merchant_id: uuid.UUID,
+        admin: AdminActor,
+        admin_service: AdminService,
+    ) -> schemas.MerchantOut:
+        bypass = model.bypass_requested(request.headers.get(model.BYPASS_CACHE_HEADER))
+        if bypass:
+            _note(request, bypass_cache=True)
+        merchant, source = await admin_service.read_merchant(merchant_id, bypass_cache=bypass)
+        return schemas.MerchantOut(
+            id=merchant.id,
+            slug=merchant.slug,
+            name=merchant.name,
+            environment=merchant.environment,
+            status=merchant.status,
+            multi_capture=merchant.multi_capture,
+            timezone=merchant.timezone,
+            source=source,
+            pid=os.getpid(),
+        )
+
     # -- circuit breakers --------------------------------------------------------------------------
     @get(
         "/breakers",

@@ -34,6 +34,16 @@ ADMIN_TOKEN_INVALID = errors.register("admin_token_invalid", 401, "Missing or in
 ADMIN_ONLY = errors.register("admin_credentials_required", 403, "These routes need an admin token")
 UNKNOWN_FLAG = errors.register("feature_flag_not_found", 404, "No such feature flag")
 UNKNOWN_BREAKER = errors.register("circuit_breaker_not_found", 404, "No such circuit breaker")
+UNKNOWN_MERCHANT = errors.register("merchant_not_found", 404, "No such merchant")
+BYPASS_CACHE_HEADER: Final = "x-bypass-cache"
+
+
+def bypass_requested(value: str | None) -> bool:
+    """`X-Bypass-Cache: true` (any case). Read on admin routes only, after the admin token was
+    checked: merchant credentials never bypass a cache, whatever they send."""
+    return value is not None and value.strip().lower() == "true"
+
+
 TRACEMALLOC_DISABLED = errors.register(
     "tracemalloc_disabled", 409, "Allocation tracing is off (PAYCORE_TRACEMALLOC_ENABLED=false)"
 )

@@ -31,6 +31,20 @@ class CacheEvictionOut(msgspec.Struct, kw_only=True):
     pid: int
 
 
+class MerchantOut(msgspec.Struct, kw_only=True):
+    """A merchant as cached by the answering process (no secret: the MAC is never read here)."""
+
+    id: uuid.UUID
+    slug: str
+    name: str
+    environment: str
+    status: str
+    multi_capture: bool
+    timezone: str
+    source: str  # cache | loaded | database (X-Bypass-Cache: true)
+    pid: int
+
+
 class BreakerOut(msgspec.Struct, kw_only=True):
     name: str
     state: str

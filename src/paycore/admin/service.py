@@ -25,6 +25,7 @@ from paycore.admin.model import AdminActor, BreakerAction
 from paycore.admin.repository import AdminRepository, AdminTokenRow, AuditEntry
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
+from paycore.merchants.model import Merchant
 from paycore.merchants.service import MerchantDirectory
 from paycore.platform.db import Database
 from paycore.platform.flags import FeatureFlags, FlagState
@@ -254,6 +255,20 @@ class AdminService:
         dropped = self.merchants.evict(merchant_id)
         await self.repo.notify(None, model.CACHE_CHANNEL, model.merchant_eviction(merchant_id))
         return dropped
+
+    async def read_merchant(self, merchant_id: uuid.UUID, *, bypass_cache: bool) -> tuple[Merchant, str]:
+        """The merchant as this process's payment paths see it (the merchant cache) and where it
+        came from: `cache` (a fresh entry), `loaded` (a miss, now cached). With `bypass_cache`
+        (the admin's `X-Bypass-Cache: true`): `database`, read as stored — never a stale copy — and
+        the cache refreshed with it."""
+        if bypass_cache:
+            merchant, source = await self.merchants.get(merchant_id, bypass_cache=True), "database"
+        else:
+            source = "cache" if self.merchants.merchants.has_fresh(merchant_id) else "loaded"
+            merchant = await self.merchants.get(merchant_id)
+        if merchant is None:
+            raise PaycoreError(model.UNKNOWN_MERCHANT, param="merchant_id")
+        return merchant, source
 
     # -- circuit breakers --------------------------------------------------------------------------
     def breaker_snapshots(self) -> list[BreakerSnapshot]:

@@ -24,6 +24,28 @@ INSERT_MERCHANT = Query(
 GET_MERCHANT = Query("merchants.get", Tier.SIMPLE, "SELECT * FROM merchants WHERE id = $1")
 GET_MERCHANT_BY_SLUG = Query("merchants.get_by_slug", Tier.SIMPLE, "SELECT * FROM merchants WHERE slug = $1")
 LIST_MERCHANTS = Query("merchants.list", Tier.STANDARD, "SELECT * FROM merchants ORDER BY slug LIMIT $1")
+# The cache warm-up's choice (CACHE-1): active merchants by payments (roots) created in the last $1
+# seconds, most first. Each merchant's count is an index-only range scan of
+# `idx_transactions_merchant_created` (its partial predicate repeated), capped at $3 rows, so the
+# whole query reads at most merchants × $3 index entries whatever the traffic.
+BUSIEST_MERCHANTS = Query(
+    "merchants.busiest",
+    Tier.REPORT,
+    """
+    SELECT m.id
+      FROM merchants m
+      CROSS JOIN LATERAL (
+            SELECT count(*) AS n
+              FROM (SELECT 1 FROM transactions t
+                     WHERE t.merchant_id = m.id AND t.parent_id IS NULL
+                       AND t.created_at >= now() - make_interval(secs => $1)
+                     LIMIT $3) capped
+           ) recent
+     WHERE m.status = 'active' AND recent.n > 0
+     ORDER BY recent.n DESC, m.id
+     LIMIT $2
+    """,
+)
 INSERT_API_KEY = Query(
     "api_keys.insert",
     Tier.SIMPLE,
@@ -247,6 +269,11 @@ class MerchantRepository:
 
     async def list_all(self, limit: int = 100) -> list[Merchant]:
         return [merchant_from_row(r) for r in await self.db.fetch(LIST_MERCHANTS, limit)]
+
+    async def busiest(self, limit: int, *, window: float, cap: int) -> list[uuid.UUID]:
+        """Up to `limit` active merchants with the most payments over the last `window` seconds
+        (each counted up to `cap`), most first."""
+        return [r["id"] for r in await self.db.fetch(BUSIEST_MERCHANTS, window, limit, cap)]
 
     async def insert_api_key(
         self,

@@ -7,6 +7,7 @@ invalidate them, in this process after the commit and in the others through `NOT
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,10 @@ TOUCH_INTERVAL = 60.0  # seconds between `last_used_at` writes per API key
 # cross-process invalidation: `mc|<kind>|<a>|<b>` items, `;`-separated, on the channel every
 # process LISTENs to (platform/db/listener.py); `pm|…` items belong to the payment methods
 CACHE_CHANNEL: Final = "paycore_cache_invalidate"
+# merchant-cache warm-up at API start (CACHE-1): the busiest merchants by payments over a window
+WARM_WINDOW: Final = 86_400.0  # seconds of payments counted
+WARM_COUNT_CAP: Final = 10_000  # payments counted per merchant at most (bounds the query's work)
+WARM_TIMEOUT: Final = 30.0  # the whole warm-up, query and loads
 REVOKED_JTI_LIMIT: Final = 50_000  # more live revocations than this: checked per token in the database
 _REQUIRED_CLAIMS: Final = ["exp", "iss", "jti", "merchant_id"]
 
@@ -275,8 +280,44 @@ class MerchantDirectory:
         self.service_grants.clear()
         self.revoked_jtis.clear()
 
-    async def get(self, merchant_id: uuid.UUID) -> Merchant | None:
+    async def get(self, merchant_id: uuid.UUID, *, bypass_cache: bool = False) -> Merchant | None:
+        """The merchant, from the cache (stale-on-error, RES-9). `bypass_cache`: read the database
+        and refresh the cache — only for an administrator's `X-Bypass-Cache: true`."""
+        if bypass_cache:
+            return await self.merchants.refresh(merchant_id, lambda: self.repo.get(merchant_id))
         return await self.merchants.get_or_load(merchant_id, lambda: self.repo.get(merchant_id))
+
+    async def warm(
+        self,
+        top_n: int,
+        *,
+        window: float = WARM_WINDOW,
+        cap: int = WARM_COUNT_CAP,
+        timeout: float = WARM_TIMEOUT,
+    ) -> int:
+        """Load the `top_n` busiest merchants (most payments over the last `window` seconds) into
+        the merchant cache (CACHE-1). Run as a background task at API start: bounded by `timeout`,
+        a failure is only logged (the cache then fills on demand). Returns the merchants loaded."""
+        if top_n <= 0 or not self.merchants.enabled:
+            return 0
+        started = time.monotonic()
+        loaded = 0
+        try:
+            async with asyncio.timeout(timeout):
+                ids = await self.repo.busiest(min(top_n, self.merchants.max_size), window=window, cap=cap)
+                for merchant_id in ids:
+                    if await self.get(merchant_id) is not None:  # single-flight, invalidation-safe
+                        loaded += 1
+        except Exception as exc:  # TimeoutError included; cancellation (shutdown) propagates
+            log.warning(
+                "merchant_cache_warmup_failed",
+                error=type(exc).__name__,
+                loaded=loaded,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return loaded
+        log.info("merchant_cache_warmed", loaded=loaded, seconds=round(time.monotonic() - started, 3))
+        return loaded
 
     async def get_by_slug(self, slug: str) -> Merchant | None:
         return await self.repo.get_by_slug(slug)

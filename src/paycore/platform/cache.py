@@ -180,6 +180,11 @@ class AsyncTTLCache(Generic[K, V]):
         self._hits.inc()
         return entry.value
 
+    def has_fresh(self, key: K) -> bool:
+        """A fresh entry is held for `key` (no metrics, no LRU reordering)."""
+        entry = self._data.peek(key)
+        return self._enabled() and entry is not None and self._timer() < entry.fresh_until
+
     def put(self, key: K, value: V) -> None:
         if not self._enabled():
             return

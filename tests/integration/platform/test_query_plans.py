@@ -174,3 +174,12 @@ async def test_listing_queries_use_indexes_without_sort(seeded, filters):
     if not filters.get("customer_id"):
         # a customer's handful of rows may be fetched by a bitmap scan and top-N sorted: still indexed
         assert not [n for n in nodes(plan) if n["Node Type"] == "Sort"], json.dumps(plan)[:800]
+
+
+async def test_cache_warmup_query_is_served_by_the_merchant_created_index(seeded):
+    """CACHE-1: each merchant's recent payments are counted by an index range scan, capped."""
+    con, _ = seeded
+    plan = await plan_of(con, merchant_sql.BUSIEST_MERCHANTS.sql, 86_400.0, 100, 10_000)
+    assert_indexed(plan)
+    scans = {n.get("Index Name") for n in nodes(plan) if n.get("Relation Name") == "transactions"}
+    assert scans == {"idx_transactions_merchant_created"}, json.dumps(plan)[:800]

@@ -681,3 +681,14 @@ async def test_refresh_invalidated_meanwhile_is_not_stored():
 
     assert await cache.refresh("k", load) == "predates the write"
     assert cache.get("k") is None
+
+
+async def test_has_fresh_reads_without_metrics_or_reordering():
+    cache, clock = make(ttl=0.1, max_size=2, max_stale=1.0)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.has_fresh("a") and not cache.has_fresh("zzz")
+    cache.put("c", 3)  # "a" was not touched by has_fresh: still the least recently used
+    assert not cache.has_fresh("a") and metric("cache_hits_total", cache) == 0
+    clock.now = 0.5
+    assert not cache.has_fresh("b")  # stale is not fresh
