@@ -1,5 +1,6 @@
 """The request envelope as raw ASGI (cheap): request id, readiness/draining, body limit,
-deadline (RES-7), client-disconnect cancellation (CRITICAL-1), HTTP metrics, query counting."""
+body-read deadline (API-3), deadline (RES-7), client-disconnect cancellation (CRITICAL-1), HTTP
+metrics, query counting."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyReadTimeout(PaycoreError):
+    """The client did not finish sending its body within the body-read deadline (API-3): 408, and
+    the connection is not reused (the rest of the body may still be on its way)."""
+
+    def __init__(self) -> None:
+        super().__init__(errors.BODY_READ_TIMEOUT, headers={"Connection": "close"})
+
+
 class RequestEnvelope:
     def __init__(
         self,
@@ -57,6 +66,7 @@ class RequestEnvelope:
         max_body_bytes: int,
         slow_request: float,
         max_queries: int,
+        body_read_timeout: float = 10.0,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
@@ -64,6 +74,7 @@ class RequestEnvelope:
         self.max_body_bytes = max_body_bytes
         self.slow_request = slow_request
         self.max_queries = max_queries
+        self.body_read_timeout = body_read_timeout
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -173,12 +184,17 @@ class RequestEnvelope:
     ) -> None:
         """Run the app under the deadline. Once the request body has been read (at once for a
         request without one), a watcher is the only reader of `receive`: when the client goes
-        away it cancels the handler (CRITICAL-1); the app sees `http.disconnect` as well."""
+        away it cancels the handler (CRITICAL-1); the app sees `http.disconnect` as well.
+
+        Body-read deadline (API-3): from the app's first read of a body, the whole body must
+        arrive within `body_read_timeout`, else 408 `body_read_timeout` and nothing is processed.
+        A request without a body never reads `receive` for one, so it is not concerned."""
         lifecycle = self.lifecycle
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         limit = self.max_body_bytes
         received = 0
+        body_deadline: float | None = None  # set by the first read of the body
         body_done = asyncio.Event()
         disconnected = asyncio.Event()
         started_response = False
@@ -188,7 +204,7 @@ class RequestEnvelope:
             body_done.set()
 
         async def guarded_receive() -> dict[str, Any]:
-            nonlocal received, empty_body_pending
+            nonlocal received, empty_body_pending, body_deadline
             if body_done.is_set():
                 if empty_body_pending:
                     empty_body_pending = False
@@ -196,7 +212,20 @@ class RequestEnvelope:
                 # The watcher owns `receive` now: never two concurrent readers.
                 await disconnected.wait()
                 return {"type": "http.disconnect"}
-            message: dict[str, Any] = await receive()
+            if body_deadline is None:
+                body_deadline = loop.time() + self.body_read_timeout
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message: dict[str, Any] = await receive()
+            except TimeoutError:
+                log.warning(
+                    "body_read_timeout",
+                    route=scope.get("path_template") or "unmatched",
+                    received_bytes=received,
+                    timeout=self.body_read_timeout,
+                    request_id=request_id,
+                )
+                raise _BodyReadTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -247,6 +276,10 @@ class RequestEnvelope:
             if not started_response:
                 await send_problem(send, PaycoreError(errors.BODY_TOO_LARGE), request_id)
                 status_holder[0] = 413
+        except _BodyReadTimeout as exc:  # raised outside the app's own error handling
+            if not started_response:
+                await send_problem(send, exc, request_id)
+                status_holder[0] = 408
         except TimeoutError:
             if not started_response:
                 await send_problem(send, PaycoreError(errors.DEADLINE_EXCEEDED), request_id)

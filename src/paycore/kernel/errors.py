@@ -61,6 +61,8 @@ OPERATION_IN_PROGRESS = _spec(
     "operation_in_progress", 409, "Another operation on this payment is still waiting for the gateway"
 )
 TRANSACTION_DEPTH_EXCEEDED = _spec("transaction_depth_exceeded", 409, "The transaction chain is too deep")
+# 408: the client sent its body too slowly (API-3)
+BODY_READ_TIMEOUT = _spec("body_read_timeout", 408, "The request body did not arrive in time")
 # 413 / 415
 BODY_TOO_LARGE = _spec("body_too_large", 413, "The request body is too large")
 UNSUPPORTED_MEDIA_TYPE = _spec("unsupported_media_type", 415, "Use Content-Type: application/json")
