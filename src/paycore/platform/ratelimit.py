@@ -176,6 +176,13 @@ class RedisWindows:
     async def clear(self, scope: str, key: str, rate: Rate) -> None:
         await self._limiter.clear(self._item(rate), scope, key)
 
+    async def ping(self) -> bool:
+        """Whether Redis answers `PING` (`/health`); never raises."""
+        try:
+            return bool(await self._storage.check())
+        except Exception:
+            return False
+
     async def aclose(self) -> None:
         client = getattr(getattr(self._storage, "bridge", None), "storage", None)
         close = getattr(client, "aclose", None)
