@@ -212,6 +212,17 @@ LIVE_REVOKED_JTIS = Query(
      ORDER BY expires_at LIMIT $2
     """,
 )
+PURGE_REVOKED_JTIS = Query(
+    "revoked_jtis.purge",
+    Tier.STANDARD,
+    """
+    DELETE FROM revoked_jtis
+     WHERE (client_id, jti) IN (
+           SELECT client_id, jti FROM revoked_jtis
+            WHERE expires_at < now() - make_interval(secs => $1)
+            ORDER BY expires_at LIMIT $2)
+    """,
+)
 IS_JTI_REVOKED = Query(
     "revoked_jtis.exists",
     Tier.SIMPLE,
@@ -384,6 +395,11 @@ class MerchantRepository:
     async def live_revoked_jtis(self, leeway: float, limit: int) -> list[tuple[uuid.UUID, str]]:
         rows = await self.db.fetch(LIVE_REVOKED_JTIS, leeway, limit)
         return [(r["client_id"], r["jti"]) for r in rows]
+
+    async def purge_revoked_jtis(self, older_than: float, batch: int) -> int:
+        """Delete up to `batch` revocations whose token expired more than `older_than` s ago."""
+        status = await self.db.execute(PURGE_REVOKED_JTIS, older_than, batch)
+        return int(status.split()[-1])
 
     async def is_jti_revoked(self, client_id: uuid.UUID, jti: str) -> bool:
         return bool(await self.db.fetchval(IS_JTI_REVOKED, client_id, jti))

@@ -625,6 +625,20 @@ class MerchantDirectory:
     ) -> list[dict[str, Any]]:
         return await self.repo.list_grants(client_id=client_id, merchant_id=merchant_id)
 
+    async def purge_revoked_jtis(self, *, batch: int = 1000) -> int:
+        """`merchants.revoked_jti_purge`: a revocation outlives its token by the leeway (plus a
+        minute); after that the token fails its own `exp` check and the row is dead weight."""
+        older_than = self.jwt_policy.leeway + 60.0
+        total = 0
+        while True:
+            purged = await self.repo.purge_revoked_jtis(older_than, batch)
+            total += purged
+            if purged < batch:
+                break
+        if total:
+            log.info("revoked_jtis_purged", count=total)
+        return total
+
     async def revoke_jti(
         self, client_id: uuid.UUID, jti: str, expires_at: datetime, *, actor: str = "admin-cli"
     ) -> None:

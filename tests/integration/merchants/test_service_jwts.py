@@ -20,14 +20,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from paycore.bootstrap import build_merchant_directory
+from paycore.bootstrap import build_merchant_directory, job_definitions
 from paycore.config import load_settings
 from paycore.gateway.port import MerchantKey
 from paycore.kernel.errors import PaycoreError
+from paycore.merchants import jobs
 from paycore.merchants.service import CACHE_CHANNEL, MerchantDirectory
 from paycore.platform.db.database import query_counter
 from paycore.platform.db.listener import NotificationListener
 from paycore.platform.db.pool import create_database
+from paycore.platform.jobs import JobContext
 from paycore.platform.tasks import TaskSupervisor
 from tests.support.tokens import SANDBOX_KEY
 
@@ -505,3 +507,41 @@ async def test_the_log_names_the_reason_the_caller_is_not_told(
     assert [e["reason"] for e in refusals] == list(tokens)
     assert {e["issuer"] for e in refusals} == {ISSUER, "nobody"}
     assert not any(token in repr(logs) for token in tokens.values())  # tokens are never logged
+
+
+# --- the purge job ------------------------------------------------------------------------------
+class JobContainer:
+    def __init__(self, merchants) -> None:
+        self.merchants = merchants
+
+
+async def test_expired_revocations_are_purged_and_live_ones_kept(
+    directory, client, client_key, acme, clean_db
+):
+    now = datetime.now(UTC)
+    leeway = directory.jwt_policy.leeway
+    dead = [f"dead-{i}" for i in range(5)]
+    for jti in dead:
+        await directory.revoke_jti(client.id, jti, now - timedelta(seconds=leeway + 120))
+    recent = "recent"  # expired, but still inside the leeway: a token could still pass `exp`
+    await directory.revoke_jti(client.id, recent, now - timedelta(seconds=1))
+    live_token = mint(client_key, merchant_id=acme.id, jti="live")
+    await directory.revoke_jti(client.id, "live", now + timedelta(minutes=5))
+
+    await jobs.revoked_jti_purge(JobContext(container=JobContainer(directory), job_id=None, attempt=1), {})
+
+    left = {r["jti"] for r in await sql(clean_db, "SELECT jti FROM revoked_jtis")}
+    assert left == {recent, "live"}
+    assert (await refused(directory, live_token)).status == 401  # still revoked
+    # a token whose revocation was purged is dead by its own `exp`
+    expired = mint(client_key, merchant_id=acme.id, jti=dead[0], lifetime=-(leeway + 120))
+    assert "expired" in (await refused(directory, expired)).detail
+    assert jobs.REVOKED_JTI_PURGE in {d.name for d in job_definitions()}
+
+
+async def test_purge_works_in_batches(directory, client, clean_db):
+    old = datetime.now(UTC) - timedelta(days=2)
+    for i in range(7):
+        await directory.revoke_jti(client.id, f"old-{uuid.uuid4().hex}-{i}", old)
+    assert await directory.purge_revoked_jtis(batch=3) == 7
+    assert await sql(clean_db, "SELECT 1 FROM revoked_jtis") == []
