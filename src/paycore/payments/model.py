@@ -194,6 +194,9 @@ def check_refund(group: Group, amount: int) -> Entry:
     """Raise unless `amount` may be refunded now; returns the transaction to refund against."""
     _require_positive(amount)
     _require_live_root(group, "refunded", errors.PAYMENT_NOT_REFUNDABLE)
+    if any(c.type is TxType.VOID and c.unresolved for c in group.children):
+        # A capture whose void may yet be approved is not money to refund from.
+        raise PaycoreError(errors.OPERATION_IN_PROGRESS, "A void of a capture is still unresolved")
     target = group.root if group.root.type is TxType.SALE else group.latest_capture()
     if target is None or group.captured == 0:
         raise PaycoreError(errors.PAYMENT_NOT_REFUNDABLE, "Nothing has been captured yet")
