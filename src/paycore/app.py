@@ -232,6 +232,8 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, flags: FeatureFlags):  #
         if container.admin is not None:
             await container.admin.load_flags_at_start()  # stored kill-switch overrides, before serving
         container.start_background()
+        if container.listener is not None:  # serve only once admin commands can be heard
+            await container.listener.wait_listening(5.0)
         runtime.start_runtime_monitors(container.tasks)
         flags.export()
         m.reap_dead_processes()  # live gauges of workers that died without a clean exit

@@ -411,6 +411,8 @@ async def main(settings: Settings, extra_jobs: Sequence[JobDefinition] = ()) -> 
             if container.admin is not None:
                 await container.admin.load_flags_at_start()  # stored kill-switch overrides (RES-11)
             container.start_background()  # includes the listener that applies later overrides
+            if container.listener is not None:
+                await container.listener.wait_listening(5.0)
             runtime.start_runtime_monitors(container.tasks)
             await worker.start()
             running = container.tasks.spawn("worker_loop", worker.run())

@@ -46,12 +46,38 @@ def test_gc_pauses_are_timed_per_generation() -> None:
     runtime.install_gc_callbacks()
     runtime.install_gc_callbacks()  # idempotent
     try:
+        runtime.flush_gc_pauses()
         before = _value("python_gc_pause_seconds_count", {"generation": "2"})
         gc.collect()
+        # never observed inside the collection (prometheus_client's value lock may be held there:
+        # a deadlock in multiprocess mode); the sampler observes the queued pauses
+        assert _value("python_gc_pause_seconds_count", {"generation": "2"}) == before
+        assert runtime.flush_gc_pauses() >= 1
         assert _value("python_gc_pause_seconds_count", {"generation": "2"}) == before + 1
         assert sum(1 for cb in gc.callbacks if isinstance(cb, runtime._GcTimer)) == 1
     finally:
         runtime.uninstall_gc_callbacks()
+
+
+def test_the_gc_callback_never_takes_a_metric_lock() -> None:
+    """A collection may start while prometheus_client holds a value lock (in multiprocess mode one
+    lock serves every metric): a callback that observed there deadlocked a server worker."""
+    import threading
+
+    timer = runtime._GcTimer()
+    lock = timer.children["2"]._sum._lock  # type: ignore[attr-defined]
+    finished = threading.Event()
+
+    def collect() -> None:
+        timer("start", {"generation": 2})
+        timer("stop", {"generation": 2})
+        finished.set()
+
+    with lock:  # as if the collection had interrupted a metric update
+        thread = threading.Thread(target=collect, daemon=True)
+        thread.start()
+        assert finished.wait(2.0), "the GC callback waited for a metric lock"
+    assert timer.flush() == 1
 
 
 async def test_runtime_monitors_are_supervised_and_set_the_task_gauge() -> None:

@@ -60,6 +60,18 @@ class NotificationListener:
         self._started = True
         self.tasks.spawn("notification_listener", self.run(), periodic=True)
 
+    async def wait_listening(self, timeout: float) -> bool:
+        """Until the connection listens (a process should not serve before it hears admin
+        commands); False after `timeout` (logged — the listener keeps retrying)."""
+        if not self._started:
+            return False
+        try:
+            await asyncio.wait_for(self.listening.wait(), timeout)
+        except TimeoutError:
+            log.warning("notification_listener_not_ready", timeout=timeout)
+            return False
+        return True
+
     def _dispatch(self, _con: Any, _pid: int, channel: str, payload: str) -> None:
         for handler in self._handlers.get(channel, ()):
             try:

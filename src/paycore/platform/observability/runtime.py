@@ -3,7 +3,8 @@
 * `EventLoopLag.measure()` sleeps 0.5 s and records how late it woke up (`event_loop_lag_seconds`).
   Run it as a supervised periodic task (`TaskSupervisor.periodic`), never a bare task.
 * `install_gc_callbacks()` times every collection through `gc.callbacks`
-  (`python_gc_pause_seconds{generation}`); idempotent.
+  (`python_gc_pause_seconds{generation}`, observed by the sampler, never inside the callback);
+  idempotent.
 * `sample_runtime()` sets `asyncio_tasks` and, in multiprocess mode, this process's `process_*`
   gauges; the serving process calls it from a periodic task.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -46,9 +48,15 @@ class EventLoopLag:
 
 
 class _GcTimer:
+    """Times each collection, but never touches a metric inside the GC callback: a collection can
+    start while prometheus_client holds its (non-reentrant) value lock — in multiprocess mode one
+    lock for every metric — and observing from the callback would then deadlock the process. The
+    pauses are queued here (a bounded deque: no lock) and observed by `flush`, from the sampler."""
+
     def __init__(self) -> None:
         self.started: float | None = None
         self.children = {g: m.GC_PAUSE.labels(g) for g in _GENERATIONS}
+        self.pending: deque[tuple[str, float]] = deque(maxlen=10_000)
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -57,10 +65,20 @@ class _GcTimer:
         started, self.started = self.started, None
         if started is None:
             return
-        generation = str(info.get("generation", 0))
-        child = self.children.get(generation)
-        if child is not None:
-            child.observe(time.perf_counter() - started)
+        self.pending.append((str(info.get("generation", 0)), time.perf_counter() - started))
+
+    def flush(self) -> int:
+        """Observe the queued pauses (outside any collection); returns how many."""
+        count = 0
+        while True:
+            try:
+                generation, pause = self.pending.popleft()
+            except IndexError:
+                return count
+            child = self.children.get(generation)
+            if child is not None:
+                child.observe(pause)
+                count += 1
 
 
 _gc_timer: _GcTimer | None = None
@@ -82,8 +100,15 @@ def uninstall_gc_callbacks() -> None:
     _gc_timer = None
 
 
+def flush_gc_pauses() -> int:
+    """Observe the garbage-collection pauses timed since the last flush (`sample_runtime` does)."""
+    return _gc_timer.flush() if _gc_timer is not None else 0
+
+
 def sample_runtime() -> int:
-    """`asyncio_tasks` (and the multiprocess process gauges). Returns the task count."""
+    """`asyncio_tasks` (and the multiprocess process gauges), and the queued GC pauses. Returns the
+    task count."""
+    flush_gc_pauses()
     count = len(asyncio.all_tasks())
     m.ASYNCIO_TASKS.set(count)
     m.sample_process()
