@@ -420,7 +420,13 @@ async def build_container(
             else None
         )
         merchants = build_merchant_directory(settings, db, tasks)
-        for credential_cache in (merchants.principals, merchants.merchants):
+        for credential_cache in (
+            merchants.principals,
+            merchants.merchants,
+            merchants.service_clients,
+            merchants.service_grants,
+            merchants.revoked_jtis,
+        ):  # the `merchant_cache` kill switch, read at use time
             credential_cache.follow(flags.switch("merchant_cache"))
         payment_methods = build_payment_method_service(
             settings,

@@ -325,8 +325,9 @@ class MerchantDirectory:
     def evict(self, merchant_id: uuid.UUID) -> int:
         """Drop one merchant and every credential resolved for it from this process's caches (the
         admin API's eviction, ADR 0010); the next request loads them from the database. Returns the
-        number of cached principals dropped."""
+        number of cached API-key principals dropped (its service grants are dropped too)."""
         self.merchants.invalidate(merchant_id)
+        self.service_grants.invalidate_where(lambda key, _granted: key[1] == merchant_id)
         return self.principals.invalidate_where(lambda _k, p: p is not None and p.merchant.id == merchant_id)
 
     async def list_all(self) -> list[Merchant]:

@@ -20,6 +20,10 @@ async def test_evicting_a_merchant_makes_every_instance_reload_it(admin_stack):
     assert (await a.request("GET", "/v1/payments", key)).status == 200
     assert (await b.request("GET", "/v1/payments", key)).status == 200  # both cached the credentials
 
+    grants = b.container.merchants.service_grants
+    client, other_merchant = uuid.uuid4(), uuid.uuid4()
+    grants.put((client, merchant_id), True)  # a service client's cached grant for this merchant
+    grants.put((client, other_merchant), True)
     await admin_stack.sql("UPDATE merchants SET status = 'suspended' WHERE id = $1", merchant_id)
     assert (await a.request("GET", "/v1/payments", key)).status == 200  # stale: served from the cache
     assert (await b.request("GET", "/v1/payments", key)).status == 200
@@ -32,6 +36,7 @@ async def test_evicting_a_merchant_makes_every_instance_reload_it(admin_stack):
 
     await eventually(lambda: len(b.container.merchants.principals) == 0, timeout=2.0)
     assert (await b.request("GET", "/v1/payments", key)).status == 403
+    assert grants.get((client, merchant_id)) is None and grants.get((client, other_merchant)) is True
 
     [row] = [r for r in await admin_stack.audit_rows() if r["action"] == "admin.merchant_cache.evict"]
     assert (

@@ -111,7 +111,22 @@ async def test_stored_overrides_apply_before_an_instance_serves(admin_stack):
     late = await admin_stack.start()
     assert late.container.flags is not None
     assert not late.container.flags.is_on("compression")
-    assert not late.container.merchants.principals.enabled and not late.container.merchants.merchants.enabled
+    directory = late.container.merchants
+    assert not directory.principals.enabled and not directory.merchants.enabled
+    assert not directory.service_grants.enabled and not directory.service_clients.enabled
+
+
+async def test_the_rate_limit_switch_is_read_per_request(admin_stack):
+    app = await admin_stack.start(admin_rate_limit_rps=1, admin_rate_limit_burst=2)
+    _, admin = await new_admin_token(app)
+    assert (
+        await app.request("PUT", "/admin/v1/flags/rate_limit", admin, json_body={"enabled": False})
+    ).status == 200
+    statuses = [(await app.request("GET", "/admin/v1/breakers", admin)).status for _ in range(6)]
+    assert statuses == [200] * 6  # the limiter is off: burst 2 no longer applies
+    assert (await app.request("DELETE", "/admin/v1/flags/rate_limit", admin)).status == 200
+    statuses = [(await app.request("GET", "/admin/v1/breakers", admin)).status for _ in range(4)]
+    assert 429 in statuses
 
 
 async def test_the_compression_switch_is_read_per_request(admin_stack):
