@@ -289,6 +289,22 @@ class RequestEnvelope:
                 # The client went away: its work is cancelled (CRITICAL-1); nobody reads the answer.
                 status_holder[0] = 499
                 handler.uncancel()
+            elif lifecycle.cancelled_at_drain_deadline(handler) and not started_response:
+                # Still running at the drain deadline (RES-M2): its transaction is left for
+                # reconciliation; the client gets a problem it can retry with the same
+                # Idempotency-Key, not the server's bare 500.
+                handler.uncancel()
+                await send_problem(
+                    send,
+                    PaycoreError(
+                        errors.SHUTTING_DOWN,
+                        "The server stopped before this request finished; its outcome is settled by "
+                        "reconciliation. Retry with the same Idempotency-Key.",
+                        headers={"Retry-After": "1", "Connection": "close"},
+                    ),
+                    request_id,
+                )
+                status_holder[0] = 503
             else:
                 raise
         finally:

@@ -117,6 +117,8 @@ async def test_sigterm_during_retry_storm(clean_db) -> None:
     assert code == 0, logs[-3000:]
     # nobody was told "approved": the callers got an error, a 202 `unknown`, or no answer at all
     assert not [o for o in outcomes if o.status == 201 or o.code == "approved"], outcomes
+    # each caller got a problem it can retry with its Idempotency-Key, not the server's bare 500
+    assert [(o.status, o.code) for o in outcomes] == [(503, "shutting_down")] * SALES, outcomes
     # the cancelled calls left their rows for reconciliation, never approved; one row per sale
     assert len(left) == SALES and len({r["tran_nbr"] for r in left}) == SALES, left
     assert {r["status"] for r in left} <= {"pending", "unknown", "failed"}, left

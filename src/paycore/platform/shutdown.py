@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import signal
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ class Lifecycle:
         self.drain_started: float | None = None
         self.drain_hooked = False
         self._handlers: set[asyncio.Task[Any]] = set()  # the tasks serving in-flight requests
+        self._cancelled: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()  # by cancel_in_flight
 
     def request_started(self) -> None:
         """Called by the request envelope from the task serving the request."""
@@ -65,8 +67,13 @@ class Lifecycle:
         `unknown`/`failed` for reconciliation. Returns how many were cancelled."""
         handlers = [t for t in self._handlers if not t.done()]
         for task in handlers:
+            self._cancelled.add(task)
             task.cancel("shutdown: drain deadline")
         return len(handlers)
+
+    def cancelled_at_drain_deadline(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task` (a request's) was cancelled by `cancel_in_flight`."""
+        return task in self._cancelled and task.cancelling() > 0
 
     def start_draining(self) -> None:
         if not self.draining:
