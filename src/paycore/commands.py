@@ -138,8 +138,7 @@ async def _reconcile(settings: Settings) -> dict[str, int]:
 
 
 def reconcile_command() -> int:
-    import json
-
+    from paycore.kernel import codec
     from paycore.platform.observability.logging import configure_logging, flush_logs
 
     settings = load_settings()
@@ -148,5 +147,5 @@ def reconcile_command() -> int:
         counts = asyncio.run(_reconcile(settings))
     finally:
         flush_logs()
-    print(json.dumps(counts))
+    print(codec.line(counts))
     return 0

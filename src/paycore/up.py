@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from paycore.kernel import codec
 
 DEMO_SLUG = "demo"
 DEMO_EPX = {"cust_nbr": "9001", "merch_nbr": "900300", "dba_nbr": "2", "terminal_nbr": "77"}
@@ -72,7 +73,7 @@ def _start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[s
                 raise RuntimeError("the EPX simulator exited during start-up")
             continue
         with contextlib.suppress(ValueError):
-            event = json.loads(line)
+            event = codec.decode(line)
             if isinstance(event, dict) and event.get("event") == "epx_sim_ready":
                 return proc, {k: str(v) for k, v in event.items()}
     proc.kill()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import uuid
 from typing import Final
 
 from paycore.config import load_settings
+from paycore.kernel import codec
 
 COMMANDS: Final = frozenset({"create-admin-token", "revoke-admin-token", "list-admin-tokens"})
 
@@ -23,7 +23,7 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _out(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2 if isinstance(value, list) else None) + "\n")
+    sys.stdout.write((codec.pretty(value) if isinstance(value, list) else codec.line(value)) + "\n")
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from paycore.config import load_settings
 from paycore.gateway.port import MerchantKey
+from paycore.kernel import codec
 
 if TYPE_CHECKING:
     from paycore.merchants.service import MerchantDirectory
@@ -116,7 +116,7 @@ async def _run_service_auth(args: argparse.Namespace, directory: MerchantDirecto
             raise ValueError(f"--public-key-file: {exc.strerror or exc}") from None
         client = await directory.create_service_client(issuer=args.issuer, name=args.name, public_key_pem=pem)
         print(
-            json.dumps(
+            codec.line(
                 {
                     "id": str(client.id),
                     "issuer": client.issuer,
@@ -126,28 +126,28 @@ async def _run_service_auth(args: argparse.Namespace, directory: MerchantDirecto
             )
         )
     elif cmd == "list-service-clients":
-        print(json.dumps(await directory.list_service_clients(), default=str, indent=2))
+        print(codec.pretty(await directory.list_service_clients()))
     elif cmd == "revoke-service-client":
         ok = await directory.revoke_service_client(await client_id(args.client))
-        print(json.dumps({"revoked": ok}))
+        print(codec.line({"revoked": ok}))
         return 0 if ok else 1
     elif cmd == "grant":
         grant_id = await directory.grant(await client_id(args.client), await merchant_id(args.merchant))
-        print(json.dumps({"id": str(grant_id), "status": "active"}))
+        print(codec.line({"id": str(grant_id), "status": "active"}))
     elif cmd == "revoke-grant":
         ok = await directory.revoke_grant(await client_id(args.client), await merchant_id(args.merchant))
-        print(json.dumps({"revoked": ok}))
+        print(codec.line({"revoked": ok}))
         return 0 if ok else 1
     elif cmd == "list-grants":
         grants = await directory.list_grants(
             client_id=await client_id(args.client) if args.client else None,
             merchant_id=await merchant_id(args.merchant) if args.merchant else None,
         )
-        print(json.dumps(grants, default=str, indent=2))
+        print(codec.pretty(grants))
     elif cmd == "revoke-jti":
         expires_at = _parse_expiry(args.expires_at)
         await directory.revoke_jti(await client_id(args.client), args.jti, expires_at)
-        print(json.dumps({"revoked": True, "jti": args.jti, "expires_at": expires_at.isoformat()}))
+        print(codec.line({"revoked": True, "jti": args.jti, "expires_at": expires_at.isoformat()}))
     else:
         return None
     return 0
@@ -197,7 +197,7 @@ async def _run(args: argparse.Namespace) -> int:
                 return_urls=tuple(args.return_url),
             )
             print(
-                json.dumps(
+                codec.line(
                     {"id": str(merchant.id), "slug": merchant.slug, "environment": merchant.environment}
                 )
             )
@@ -205,18 +205,18 @@ async def _run(args: argparse.Namespace) -> int:
             key = await directory.create_api_key(
                 await merchant_id(args.merchant), mode=args.mode, name=args.name
             )
-            print(json.dumps({"id": str(key.id), "api_key": key.secret, "note": "shown once; store it now"}))
+            print(codec.line({"id": str(key.id), "api_key": key.secret, "note": "shown once; store it now"}))
         elif cmd == "revoke-api-key":
             ok = await directory.revoke_api_key(uuid.UUID(args.key_id))
-            print(json.dumps({"revoked": ok}))
+            print(codec.line({"revoked": ok}))
             return 0 if ok else 1
         elif cmd == "list-api-keys":
             keys = await directory.list_api_keys(await merchant_id(args.merchant))
-            print(json.dumps(keys, default=str, indent=2))
+            print(codec.pretty(keys))
         elif cmd == "list-merchants":
             merchants = await directory.list_all()
             print(
-                json.dumps(
+                codec.pretty(
                     [
                         {
                             "id": str(mm.id),
@@ -226,13 +226,12 @@ async def _run(args: argparse.Namespace) -> int:
                             "status": mm.status,
                         }
                         for mm in merchants
-                    ],
-                    indent=2,
+                    ]
                 )
             )
         elif cmd == "rotate-encryption-key":
             count = await directory.rotate_encryption_key()
-            print(json.dumps({"resealed": count, "primary_version": directory.keyring.primary_version}))
+            print(codec.line({"resealed": count, "primary_version": directory.keyring.primary_version}))
         else:
             handled = await _run_service_auth(args, directory)
             if handled is not None:
