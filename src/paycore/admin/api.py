@@ -245,7 +245,7 @@ class AdminController(Controller):
         "/merchants/{merchant_id:uuid}/cache",
         status_code=200,
         summary="Evict a merchant and its credentials from the caches of every process",
-        responses=_responses(),
+        responses=_responses((404, "Not a merchant id")),
         opt=_opt("admin.merchant_cache.evict", "merchant"),
     )
     async def evict_merchant(
