@@ -33,6 +33,7 @@ from paycore.merchants.repository import MerchantRepository
 from paycore.merchants.service import JwtPolicy, MerchantDirectory, RevokedJtis, ServiceAuthCaches
 from paycore.payment_methods.model import PaymentMethod
 from paycore.payment_methods.repository import PaymentMethodRepository
+from paycore.payment_methods.service import CACHE_CHANNEL as PM_CACHE_CHANNEL
 from paycore.payment_methods.service import PaymentMethodService, Policy
 from paycore.payments.metrics import PaymentMetrics
 from paycore.payments.repository import PaymentRepository
@@ -101,7 +102,6 @@ class Container:
             initial_delay=s.db_max_conn_lifetime,
         )
         self.tasks.periodic("task_leak_monitor", s.task_leak_interval, self._leak_tick)
-        self.payment_methods.start_listener()  # cross-process cache invalidation (LISTEN)
         if self.listener is not None:
             self.listener.start()  # kill switches, breaker commands, merchant evictions (admin API)
 
@@ -296,11 +296,10 @@ def build_payment_method_service(
     merchants: MerchantDirectory,
     clock: Clock,
     tasks: TaskSupervisor,
-    dsn: str | None = None,
     flags: FeatureFlags | None = None,
 ) -> PaymentMethodService:
     """Saved cards and bank accounts: the gateway client, the ACH returns report, two caches
-    (invalidated across processes through `dsn`'s LISTEN/NOTIFY)."""
+    (invalidated across processes through the container's `NotificationListener`)."""
     returns = (
         EpxAchReturnsClient.from_settings(reporting_session, settings, breaker=breakers[REPORTING_API])
         if settings.epx_reporting_url
@@ -340,7 +339,6 @@ def build_payment_method_service(
             batch_timezone=settings.batch_timezone,
             labelled_merchants=frozenset(settings.metrics_merchant_labels),
         ),
-        listen_dsn=dsn,
     )
 
 
@@ -438,7 +436,6 @@ async def build_container(
             merchants=merchants,
             clock=clock,
             tasks=tasks,
-            dsn=dsn,
         )
         payments = PaymentService(
             db=db,
@@ -488,6 +485,9 @@ async def build_container(
         # credential revocations (API keys, service clients, grants, jtis) of the other processes
         listener.subscribe(admin_model.CACHE_CHANNEL, merchants.on_cache_invalidation)
         listener.on_connect(merchants.on_listener_connect)
+        # saved payment methods changed by the other processes
+        listener.subscribe(PM_CACHE_CHANNEL, payment_methods.on_cache_invalidation)
+        listener.on_connect(payment_methods.on_listener_connect)
         subscriptions = build_subscription_service(
             settings, db, payments=payments, merchants=merchants, clock=clock
         )

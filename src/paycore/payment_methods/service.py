@@ -136,7 +136,6 @@ class PaymentMethodService:
         lists_cache: ListCache,
         fingerprint_secret: str,
         policy: Policy = Policy(),
-        listen_dsn: str | None = None,
     ) -> None:
         self.db = db
         self.repo = repository
@@ -154,8 +153,6 @@ class PaymentMethodService:
         ).digest()
         self.policy = policy
         self._zones: dict[str, ZoneInfo] = {}
-        self.listening = asyncio.Event()
-        self.listen_dsn = listen_dsn
 
     # ------------------------------------------------------------------ helpers
     def _zone(self, merchant: Merchant) -> ZoneInfo:
@@ -211,7 +208,10 @@ class PaymentMethodService:
         except Exception as exc:
             log.warning("payment_method_cache_notify_failed", error=type(exc).__name__, keys=len(keys))
 
-    def _on_notification(self, _con: Any, _pid: int, _channel: str, payload: str) -> None:
+    def on_cache_invalidation(self, payload: str) -> None:
+        """Another process's invalidations (NOTIFY on `CACHE_CHANNEL`, received by the process's
+        `NotificationListener`): `pm|<method>|<merchant>|<customer>` items, `;`-separated; items of
+        other caches on the shared channel are ignored."""
         for item in payload.split(";"):
             parts = item.split("|")
             if len(parts) != 4 or parts[0] != "pm":
@@ -226,41 +226,11 @@ class PaymentMethodService:
             else:
                 self._drop(method_id, merchant_id, parts[3])
 
-    def start_listener(self) -> None:
-        """Start `listen_for_invalidations` as a supervised task of this process (serving
-        processes and workers: `Container.start_background`)."""
-        if self.listen_dsn:
-            self.tasks.spawn(
-                "payment_method_cache_listener", self.listen_for_invalidations(self.listen_dsn), periodic=True
-            )
-
-    async def listen_for_invalidations(self, dsn: str, *, retry: float = 1.0) -> None:
-        """Receive the other processes' invalidations on a dedicated connection (LISTEN), for the
-        life of the process (a supervised task). After a lost connection both caches are cleared,
-        since notifications may have been missed, and it connects again."""
-        while True:
-            con: asyncpg.Connection | None = None
-            try:
-                con = await asyncpg.connect(
-                    dsn, server_settings={"application_name": "paycore-cache-listener"}
-                )
-                lost = asyncio.Event()
-                con.add_termination_listener(_setter(lost))
-                await con.add_listener(CACHE_CHANNEL, self._on_notification)
-                self.listening.set()
-                await lost.wait()
-                log.warning("payment_method_cache_listener_lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("payment_method_cache_listener_failed", error=type(exc).__name__)
-            finally:
-                self.listening.clear()
-                if con is not None and not con.is_closed():
-                    con.terminate()
-            self.methods.clear()
-            self.lists.clear()
-            await asyncio.sleep(retry)
+    async def on_listener_connect(self) -> None:
+        """The listener (re)connected: notifications may have been missed, so both caches start
+        empty."""
+        self.methods.clear()
+        self.lists.clear()
 
     async def _load(self, method_id: uuid.UUID) -> PaymentMethod | None:
         return await self.methods.get_or_load(method_id, lambda: self.repo.get(method_id))
@@ -1260,13 +1230,6 @@ _PARAMS: Final = {
 
 def _param_of(field: str) -> str | None:
     return _PARAMS.get(field)
-
-
-def _setter(event: asyncio.Event) -> Callable[[Any], None]:
-    def callback(_: Any) -> None:
-        event.set()
-
-    return callback
 
 
 def _key(method_id: uuid.UUID | None, merchant_id: uuid.UUID, customer_id: str) -> str:

@@ -278,11 +278,12 @@ async def test_abandoned_zero_dollar_rows_are_closed_by_retention(container, pri
 async def test_a_write_in_one_process_invalidates_another_within_a_second(
     container, principal, epx_sim, clean_db
 ):
-    """CACHE-2/CACHE-8 across instances: NOTIFY on commit, a LISTEN connection per process."""
+    """CACHE-2/CACHE-8 across instances: NOTIFY on commit, the process's one LISTEN connection."""
     other = await build_container(stack_settings(clean_db, epx_sim))
     try:
-        other.payment_methods.start_listener()
-        await asyncio.wait_for(other.payment_methods.listening.wait(), 5)
+        assert other.listener is not None
+        other.listener.start()
+        await asyncio.wait_for(other.listener.listening.wait(), 5)
         svc, remote = container.payment_methods, other.payment_methods
         pm_id = await card(container, principal, epx_sim)
         assert (await remote.resolve_for_payment(principal.merchant, pm_id)).is_active  # cached there
@@ -313,4 +314,31 @@ async def test_a_write_in_one_process_invalidates_another_within_a_second(
         assert second in {m.id for m in (await remote.list(principal, "cus_1", ListQuery())).data}
     finally:
         await other.aclose()
-    assert not other.payment_methods.listening.is_set()
+    assert not other.listener.listening.is_set()
+
+
+async def test_a_listener_reconnect_empties_the_caches_and_foreign_items_are_ignored(
+    container, principal, epx_sim
+):
+    from paycore.platform.db.database import query_counter
+
+    svc = container.payment_methods
+    pm_id = await card(container, principal, epx_sim)
+
+    async def queries_to_resolve() -> int:
+        counter = [0]
+        token = query_counter.set(counter)
+        try:
+            await svc.resolve_for_payment(principal.merchant, pm_id)
+        finally:
+            query_counter.reset(token)
+        return counter[0]
+
+    await queries_to_resolve()
+    assert await queries_to_resolve() == 0  # cached
+    svc.on_cache_invalidation(f"mc|jti||;pm|not-a-uuid|x|y;grant|{pm_id}")  # other caches' items
+    assert await queries_to_resolve() == 0
+    await svc.on_listener_connect()  # notifications may have been missed while disconnected
+    assert await queries_to_resolve() >= 1
+    svc.on_cache_invalidation(f"pm|{pm_id}|{principal.merchant.id}|cus_1")
+    assert await queries_to_resolve() >= 1
