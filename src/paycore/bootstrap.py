@@ -105,6 +105,14 @@ class Container:
         if self.listener is not None:
             self.listener.start()  # kill switches, breaker commands, merchant evictions (admin API)
 
+    def start_cache_warmup(self) -> None:
+        """CACHE-1, at API start: the PAYCORE_MERCHANT_CACHE_WARM_TOP_N busiest merchants into the
+        merchant cache, as a supervised background task — readiness never waits for it, it is
+        bounded in time and a failure is only logged (`MerchantDirectory.warm`)."""
+        top_n = self.settings.merchant_cache_warm_top_n
+        if top_n > 0:
+            self.tasks.spawn("merchant_cache_warmup", self.merchants.warm(top_n))
+
     async def _pool_tick(self) -> None:
         self.pool_monitor.tick()
 
@@ -169,6 +177,11 @@ def job_definitions(settings: Settings | None = None) -> list[JobDefinition]:
 def build_merchant_directory(
     settings: Settings, db: Database, tasks: TaskSupervisor | None = None
 ) -> MerchantDirectory:
+    """Every credential cache serves stale for up to PAYCORE_CACHE_MAX_STALE past its TTL when the
+    database fails (RES-9). Safe because revocations (API keys, service clients, grants, jtis) and
+    merchant evictions *invalidate*, which drops the entry and its stale copy: a revoked credential
+    is refused during an outage (the deny-list of jtis too: a revocation drops it, and JWTs then
+    fail closed until the database answers)."""
     return MerchantDirectory(
         db,
         MerchantRepository(db),
@@ -179,12 +192,14 @@ def build_merchant_directory(
             ttl=settings.merchant_cache_ttl,
             max_size=settings.merchant_cache_max_size,
             enabled=settings.merchant_cache_enabled,
+            max_stale=settings.cache_max_stale,
         ),
         merchant_cache=AsyncTTLCache[uuid.UUID, Merchant | None](
             "merchant",
             ttl=settings.merchant_cache_ttl,
             max_size=settings.merchant_cache_max_size,
             enabled=settings.merchant_cache_enabled,
+            max_stale=settings.cache_max_stale,
         ),
         service_auth=ServiceAuthCaches(
             clients=AsyncTTLCache[str, ServiceClient | None](
@@ -192,18 +207,21 @@ def build_merchant_directory(
                 ttl=settings.service_client_cache_ttl,
                 max_size=settings.merchant_cache_max_size,
                 enabled=settings.merchant_cache_enabled,
+                max_stale=settings.cache_max_stale,
             ),
             grants=AsyncTTLCache[tuple[uuid.UUID, uuid.UUID], bool](
                 "service_grant",
                 ttl=settings.service_grant_cache_ttl,
                 max_size=10_000,
                 enabled=settings.merchant_cache_enabled,
+                max_stale=settings.cache_max_stale,
             ),
             revoked=AsyncTTLCache[str, RevokedJtis](
                 "revoked_jti",
                 ttl=settings.revoked_jti_cache_ttl,
                 max_size=1,
                 enabled=settings.merchant_cache_enabled,
+                max_stale=settings.cache_max_stale,
             ),
         ),
         jwt_policy=JwtPolicy(

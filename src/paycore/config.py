@@ -373,6 +373,12 @@ class Settings:
     merchant_cache_max_size: int = _env(
         "PAYCORE_MERCHANT_CACHE_MAX_SIZE", "1000", _pos_int, "credential cache entries"
     )
+    merchant_cache_warm_top_n: int = _env(
+        "PAYCORE_MERCHANT_CACHE_WARM_TOP_N",
+        "100",
+        _nonneg_int,
+        "busiest merchants loaded into the merchant cache at API start, in the background (0 = off)",
+    )
     pm_cache_enabled: bool = _env(
         "PAYCORE_PM_CACHE_ENABLED", "true", parse_bool, "payment-method caches (kill switch)"
     )
@@ -382,7 +388,11 @@ class Settings:
         "PAYCORE_PM_LIST_CACHE_TTL", "30s", _pos_duration, "customer method-list cache TTL"
     )
     cache_max_stale: float = _env(
-        "PAYCORE_CACHE_MAX_STALE", "15m", _pos_duration, "stale-on-error limit (credentials)"
+        "PAYCORE_CACHE_MAX_STALE",
+        "15m",
+        _nonneg_duration,
+        "how long past its TTL a merchant/credential cache entry may still be served when the database"
+        " fails (stale-on-error; never after an invalidation; 0 = off)",
     )
     # --- service-to-service JWTs (RS256; docs/api.md "Service-to-service authentication") -------
     jwt_leeway: float = _env(
