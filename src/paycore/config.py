@@ -358,6 +358,12 @@ class Settings:
         "PAYCORE_BACKPRESSURE", "512", _pos_int, "max concurrent requests per worker before refusing"
     )
     slow_request: float = _env("PAYCORE_SLOW_REQUEST", "1s", _pos_duration, "WARN threshold per request")
+    health_timeout: float = _env(
+        "PAYCORE_HEALTH_TIMEOUT", "2s", _pos_duration, "bound of each `/health` component check (run at once)"
+    )
+    health_cache_ttl: float = _env(
+        "PAYCORE_HEALTH_CACHE_TTL", "2s", _nonneg_duration, "`/health` report reuse per process (0 = none)"
+    )
     page_limit_default: int = _env("PAYCORE_PAGE_LIMIT_DEFAULT", "20", _pos_int, "default page size")
     page_limit_max: int = _env("PAYCORE_PAGE_LIMIT_MAX", "100", _pos_int, "max page size")
     compression_enabled: bool = _env("PAYCORE_COMPRESSION_ENABLED", "true", parse_bool, "gzip (kill switch)")
@@ -716,6 +722,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("PAYCORE_GATEWAY_TIMEOUT: must be below PAYCORE_SERVICE_CRITICAL_TIMEOUT")
     if s.service_critical_timeout >= s.request_timeout:
         raise ConfigError("PAYCORE_SERVICE_CRITICAL_TIMEOUT: must be below PAYCORE_REQUEST_TIMEOUT")
+    if s.health_timeout >= s.request_timeout:
+        raise ConfigError("PAYCORE_HEALTH_TIMEOUT: must be below PAYCORE_REQUEST_TIMEOUT")
     if s.gzip_level > 9:
         raise ConfigError("PAYCORE_GZIP_LEVEL: must be 1-9")
     if s.epx_server_post_url is None and s.env not in {"development", "test"}:
