@@ -23,7 +23,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from paycore import __version__
 from paycore.admin.api import AdminController
 from paycore.admin.service import start_tracing
-from paycore.api_support import SKIP_COMPRESSION, switchable_compression
+from paycore.api_support import SKIP_COMPRESSION, complete_problem_responses, switchable_compression
 from paycore.bootstrap import Container, build_container
 from paycore.checkout.api import route_handlers as checkout_routes
 from paycore.config import Settings, load_settings
@@ -202,7 +202,13 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     )
 
 
-@get("/metrics", include_in_schema=True, tags=["health"], summary="Prometheus metrics")
+@get(
+    "/metrics",
+    include_in_schema=True,
+    tags=["health"],
+    summary="Prometheus metrics",
+    media_type="text/plain",  # the Prometheus text exposition format (version in the Content-Type)
+)
 async def metrics_endpoint() -> Response[bytes]:
     body, content_type = m.render()
     return Response(content=body, media_type=content_type)
@@ -212,7 +218,7 @@ async def metrics_endpoint() -> Response[bytes]:
 def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
     cached = request.app.state.get("openapi_bytes")
     if cached is None:
-        cached = _encode(request.app.openapi_schema.to_schema())
+        cached = _encode(complete_problem_responses(request.app.openapi_schema.to_schema()))
         request.app.state.openapi_bytes = cached
     return Response(content=cached, media_type="application/vnd.oai.openapi+json")
 
