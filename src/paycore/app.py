@@ -17,6 +17,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -42,6 +43,7 @@ from paycore.platform.context import current_request_id
 from paycore.platform.db import migrate
 from paycore.platform.db.pool import PING
 from paycore.platform.flags import FeatureFlags
+from paycore.platform.health import HealthBody, HealthReporter, standard_checks
 from paycore.platform.observability import metrics as m
 from paycore.platform.observability import runtime, tracing
 from paycore.platform.observability.logging import configure_logging, flush_logs, sampling_target_for
@@ -203,6 +205,26 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 
 @get(
+    "/health",
+    tags=["health"],
+    summary="Component health: database, pool, gateway, rate-limit storage, job queue (RES-10)",
+    description=(
+        "`healthy` or `degraded` → 200, `unhealthy` → 503 (the database is down). Checks run at once, "
+        "each cut at PAYCORE_HEALTH_TIMEOUT; the report is reused for PAYCORE_HEALTH_CACHE_TTL."
+    ),
+    responses={503: ResponseSpec(data_container=HealthBody, description="Unhealthy (the same report)")},
+)
+async def health(request: Request[Any, Any, Any]) -> Response[HealthBody]:
+    reporter: HealthReporter | None = request.app.state.get("health")
+    if reporter is None:  # starting or stopped: nothing to check with
+        return Response(HealthBody(status="unhealthy", version=__version__, checks=[]), status_code=503)
+    report = await reporter.report()
+    return Response(
+        reporter.render(report), status_code=report.http_status, headers={"Cache-Control": "no-store"}
+    )
+
+
+@get(
     "/metrics",
     include_in_schema=True,
     tags=["health"],
@@ -235,6 +257,22 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, flags: FeatureFlags):  #
             log.error("migrations_not_current", hint="run `paycore migrate`")
         app.state.container = container
         app.state.rate_limits = RateLimits.from_settings(settings, enabled=flags.switch("rate_limit"))
+        app.state.health = HealthReporter(  # RES-10: /health
+            standard_checks(
+                db=container.db,
+                pool_monitor=container.pool_monitor,
+                breakers=container.breakers,
+                rate_limits=app.state.rate_limits,
+                gateway_url=settings.epx_server_post_url,
+                dsn=settings.database_url,
+                timeout=settings.health_timeout,
+                pool_threshold=settings.db_pool_error_ratio,
+            ),
+            tasks=container.tasks,
+            timeout=settings.health_timeout,
+            cache_ttl=settings.health_cache_ttl,
+            version=__version__,
+        )
         if container.admin is not None:
             await container.admin.load_flags_at_start()  # stored kill-switch overrides, before serving
         container.start_background()
@@ -263,6 +301,7 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, flags: FeatureFlags):  #
             await run_phase("background_tasks", container.aclose, 15.0)
             await run_phase("rate_limits", app.state.rate_limits.aclose, 2.0)
             app.state.container = None
+            app.state.health = None
             m.SHUTDOWN_DURATION.observe(asyncio.get_running_loop().time() - started)
             m.GRACEFUL_SHUTDOWNS.inc()
             log.info("stopped")
@@ -292,6 +331,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             healthz,
             readyz,
+            health,
             metrics_endpoint,
             openapi_json,
             PaymentController,
@@ -328,13 +368,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 max_body_bytes=settings.max_body_bytes,
                 slow_request=settings.slow_request,
                 max_queries=settings.db_max_queries_per_request,
+                body_read_timeout=settings.body_read_timeout,
             )
         ],
         compression_config=CompressionConfig(
             backend="gzip",
             minimum_size=settings.gzip_min_size,
             gzip_compress_level=settings.gzip_level,
-            exclude=["/metrics", "/healthz", "/readyz"],
+            exclude=["/metrics", "/healthz", "/readyz", "/health"],
             # single-object answers of the hot path stay near or under the minimum size: skip the
             # per-request compression wrapper there (docs/benchmarks.md)
             exclude_opt_key=SKIP_COMPRESSION,

@@ -36,10 +36,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
+import msgspec
 
 from paycore.platform.db.database import Database, Query, Tier
 from paycore.platform.db.pool import PING, PoolMonitor
@@ -51,10 +52,12 @@ __all__ = [
     "DB_SLOW_AFTER",
     "QUEUE_LAG_DEGRADED",
     "Check",
+    "CheckBody",
     "CheckResult",
     "DatabaseCheck",
     "Finding",
     "GatewayCheck",
+    "HealthBody",
     "HealthReport",
     "HealthReporter",
     "JobQueueCheck",
@@ -82,8 +85,38 @@ class Status(enum.IntEnum):
     UNHEALTHY = 2
 
     @property
-    def label(self) -> str:
-        return self.name.lower()
+    def label(self) -> StatusLabel:
+        return _LABELS[self]
+
+
+StatusLabel = Literal["healthy", "degraded", "unhealthy"]
+_LABELS: Final[dict[Status, StatusLabel]] = {
+    Status.HEALTHY: "healthy",
+    Status.DEGRADED: "degraded",
+    Status.UNHEALTHY: "unhealthy",
+}
+
+
+# --- the answer of GET /health (its OpenAPI schema too) -------------------------------------------
+class CheckBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One component check."""
+
+    name: str
+    status: StatusLabel
+    latency_ms: float
+    message: str
+    timestamp: str  # RFC 3339, UTC: when the check answered or was cut
+    details: dict[str, Any] | None = None
+
+
+class HealthBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The component health report: `status` is the worst check's."""
+
+    status: StatusLabel
+    version: str
+    uptime_seconds: float | None = None
+    checked_at: str | None = None  # RFC 3339, UTC: when this (possibly cached) report was made
+    checks: list[CheckBody]
 
 
 # --- pure rules ----------------------------------------------------------------------------------
@@ -138,17 +171,15 @@ class CheckResult:
     timestamp: float  # wall clock (epoch seconds) when the check ended or was cut
     details: dict[str, Any] = field(default_factory=dict)
 
-    def render(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "status": self.status.label,
-            "latency_ms": round(self.latency_ms, 1),
-            "message": self.message,
-            "timestamp": _iso(self.timestamp),
-        }
-        if self.details:
-            out["details"] = self.details
-        return out
+    def render(self) -> CheckBody:
+        return CheckBody(
+            name=self.name,
+            status=self.status.label,
+            latency_ms=round(self.latency_ms, 1),
+            message=self.message,
+            timestamp=_iso(self.timestamp),
+            details=self.details or None,
+        )
 
 
 class Check(Protocol):
@@ -437,14 +468,14 @@ class HealthReport:
     def http_status(self) -> int:
         return http_status(self.status)
 
-    def render(self, *, version: str, uptime_seconds: float) -> dict[str, Any]:
-        return {
-            "status": self.status.label,
-            "version": version,
-            "uptime_seconds": round(uptime_seconds, 1),
-            "checked_at": _iso(self.checked_at),
-            "checks": [c.render() for c in self.checks],
-        }
+    def render(self, *, version: str, uptime_seconds: float) -> HealthBody:
+        return HealthBody(
+            status=self.status.label,
+            version=version,
+            uptime_seconds=round(uptime_seconds, 1),
+            checked_at=_iso(self.checked_at),
+            checks=[c.render() for c in self.checks],
+        )
 
 
 class HealthReporter:
@@ -500,5 +531,5 @@ class HealthReporter:
             self._inflight = self._tasks.spawn("health_report", self._run())
         return await asyncio.shield(self._inflight)
 
-    def render(self, report: HealthReport) -> dict[str, Any]:
+    def render(self, report: HealthReport) -> HealthBody:
         return report.render(version=self.version, uptime_seconds=self.uptime_seconds)

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from paycore.platform.health import (
@@ -150,12 +151,12 @@ async def test_a_failing_check_reports_its_error_status_and_only_the_error_type(
     )
     assert results[0].status is U
     assert results[0].message == "check failed (OSError)"
-    assert "hunter2" not in json.dumps(results[0].render())
+    assert "hunter2" not in json.dumps(msgspec.to_builtins(results[0].render()))
 
 
 def test_render_shape() -> None:
     result = CheckResult("database", D, "slow", 1234.56, 0.0, {})
-    assert result.render() == {
+    assert msgspec.to_builtins(result.render()) == {
         "name": "database",
         "status": "degraded",
         "latency_ms": 1234.6,
@@ -186,7 +187,7 @@ async def test_report_is_cached_for_the_ttl_and_concurrent_callers_share_one_run
     clock.now += 0.2
     fresh = await reporter.report()
     assert fresh is not reports[0] and check.calls == 2
-    body = reporter.render(fresh)
+    body = msgspec.to_builtins(reporter.render(fresh))
     assert body["status"] == "healthy" and body["version"] == "9" and body["uptime_seconds"] == 2.1
     assert [c["name"] for c in body["checks"]] == ["database"]
 
