@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 from litestar import Request, Response
+from litestar.config.compression import CompressionConfig
+from litestar.enums import CompressionEncoding
 from litestar.middleware.compression import CompressionMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from paycore.conditional import ConditionalGet, merge_vary
 from paycore.idempotency import model as idem_model
 from paycore.idempotency.model import IdempotencyRequest
 from paycore.kernel import errors
@@ -187,15 +190,45 @@ def raw_response(result: Any, *, replayed: bool = False) -> Response[Any]:
     )
 
 
-def switchable_compression(switch: Callable[[], bool]) -> type[CompressionMiddleware]:
+def switchable_compression(
+    switch: Callable[[], bool], *, etag_max_age: int | None = None
+) -> type[CompressionMiddleware]:
     """Litestar's compression middleware behind the `compression` kill switch, read per request
-    (hot-toggled through the admin API): off, responses pass through uncompressed."""
+    (hot-toggled through the admin API): off, responses pass through uncompressed.
+
+    With `etag_max_age` set, the conditional-GET layer (API-9, `paycore.conditional`) runs directly
+    inside it on every route: it tags the uncompressed body, so gzip and identity answers share
+    one `ETag`, and a 304 has no body left to compress. The `Vary` value it sets is kept free of
+    duplicates when compression appends `Accept-Encoding`."""
 
     class SwitchableCompression(CompressionMiddleware):
+        def __init__(self, app: ASGIApp, config: CompressionConfig) -> None:
+            if etag_max_age is not None:
+                app = ConditionalGet(app, max_age=etag_max_age)  # type: ignore[assignment]
+            super().__init__(app, config)
+
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             if switch():
                 await super().__call__(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
+
+        def create_compression_send_wrapper(
+            self,
+            send: Send,
+            compression_encoding: Literal[CompressionEncoding.BROTLI, CompressionEncoding.GZIP] | str,
+            scope: Scope,
+        ) -> Send:
+            async def single_vary(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", ()))
+                    varies = [v for n, v in headers if n.lower() == b"vary"]
+                    if len(varies) > 1 or (varies and b"," in varies[0]):
+                        headers = [h for h in headers if h[0].lower() != b"vary"]
+                        headers.append((b"vary", merge_vary(varies)))
+                        message = {**message, "headers": headers}
+                await send(message)
+
+            return super().create_compression_send_wrapper(single_vary, compression_encoding, scope)
 
     return SwitchableCompression

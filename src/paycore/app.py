@@ -27,6 +27,7 @@ from paycore.admin.service import start_tracing
 from paycore.api_support import SKIP_COMPRESSION, complete_problem_responses, switchable_compression
 from paycore.bootstrap import Container, build_container
 from paycore.checkout.api import route_handlers as checkout_routes
+from paycore.conditional import describe_conditional_gets
 from paycore.config import Settings, load_settings
 from paycore.disputes.api import DisputeController
 from paycore.disputes.service import DisputeService
@@ -240,7 +241,9 @@ async def metrics_endpoint() -> Response[bytes]:
 def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
     cached = request.app.state.get("openapi_bytes")
     if cached is None:
-        cached = _encode(complete_problem_responses(request.app.openapi_schema.to_schema()))
+        cached = _encode(
+            describe_conditional_gets(complete_problem_responses(request.app.openapi_schema.to_schema()))
+        )
         request.app.state.openapi_bytes = cached
     return Response(content=cached, media_type="application/vnd.oai.openapi+json")
 
@@ -380,7 +383,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # per-request compression wrapper there (docs/benchmarks.md)
             exclude_opt_key=SKIP_COMPRESSION,
             # the `compression` kill switch is read per request (hot-toggled through the admin API)
-            middleware_class=switchable_compression(flags.switch("compression")),
+            # API-9: ETag / If-None-Match → 304 on merchant GETs, inside compression (one place)
+            middleware_class=switchable_compression(
+                flags.switch("compression"), etag_max_age=int(settings.etag_max_age)
+            ),
         ),
         openapi_config=OpenAPIConfig(
             title="paycore",

@@ -369,6 +369,12 @@ class Settings:
     compression_enabled: bool = _env("PAYCORE_COMPRESSION_ENABLED", "true", parse_bool, "gzip (kill switch)")
     gzip_level: int = _env("PAYCORE_GZIP_LEVEL", "6", _pos_int, "gzip level (rollback 3)")
     gzip_min_size: int = _env("PAYCORE_GZIP_MIN_SIZE", "1024", _pos_int, "bytes below which no gzip")
+    etag_max_age: float = _env(
+        "PAYCORE_ETAG_MAX_AGE",
+        "0s",
+        _nonneg_duration,
+        "`Cache-Control: private, max-age` of merchant GETs carrying an ETag (0 = revalidate every time)",
+    )
     # --- caches ------------------------------------------------------------------------------
     merchant_cache_enabled: bool = _env(
         "PAYCORE_MERCHANT_CACHE_ENABLED", "true", parse_bool, "credential cache (kill switch)"
