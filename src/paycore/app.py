@@ -372,6 +372,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 slow_request=settings.slow_request,
                 max_queries=settings.db_max_queries_per_request,
                 body_read_timeout=settings.body_read_timeout,
+                detailed_logging=flags.switch("detailed_logging"),  # read per request (RES-11)
             )
         ],
         compression_config=CompressionConfig(

@@ -1,6 +1,7 @@
 """The request envelope as raw ASGI (cheap): request id, readiness/draining, body limit,
 body-read deadline (API-3), deadline (RES-7), client-disconnect cancellation (CRITICAL-1), HTTP
-metrics, query counting."""
+metrics, query counting, and the per-request INFO line of the `detailed_logging` kill switch
+(RES-11; read once per request, off by default and under `degraded`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from paycore.kernel import errors
 from paycore.kernel.errors import PaycoreError
 from paycore.platform.context import request_id_var
 from paycore.platform.db.database import query_counter
+from paycore.platform.flags import Switch, constant
 from paycore.platform.observability import metrics as m
 from paycore.platform.observability import tracing
 from paycore.platform.resilience import deadline as dl
@@ -67,6 +69,7 @@ class RequestEnvelope:
         slow_request: float,
         max_queries: int,
         body_read_timeout: float = 10.0,
+        detailed_logging: Switch | None = None,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
@@ -75,6 +78,9 @@ class RequestEnvelope:
         self.slow_request = slow_request
         self.max_queries = max_queries
         self.body_read_timeout = body_read_timeout
+        # `detailed_logging` (RES-11): one INFO line per request while on — method, route template,
+        # status, duration, request id; never bodies, headers or query strings
+        self.detailed_logging = detailed_logging or constant(False)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -166,6 +172,15 @@ class RequestEnvelope:
                     route=route,
                     method=method,
                     status=status_holder[0],
+                    duration_ms=round(elapsed * 1000, 1),
+                    request_id=request_id,
+                )
+            if traced and self.detailed_logging():
+                log.info(
+                    "request",
+                    method=method,
+                    route=route,
+                    status=status,
                     duration_ms=round(elapsed * 1000, 1),
                     request_id=request_id,
                 )

@@ -397,3 +397,72 @@ class PaymentRepository:
 
 def group_of(root: TxnRow, children: list[TxnRow]) -> Group:
     return Group(root=root.entry(), children=tuple(c.entry() for c in children))
+
+
+# --- MON-2 business aggregates (the `payments.business_aggregates` job, every 5 min) ------------------
+# A "payment" is an approved sale or authorization (a root: captures, refunds and voids are children).
+# Approved sales/auths since $1, counted per (merchant, customer) and folded into how many customers
+# made n payments: one range scan of `idx_transactions_type_status_created` (type IN …, status,
+# created_at ≥ $1) reads exactly the window's approved payments, whatever the table's history.
+CUSTOMER_ACTIVITY = Query(
+    "payments.customer_activity",
+    Tier.REPORT,
+    """
+    SELECT per_customer.merchant_id, per_customer.n, count(*) AS customers
+      FROM (SELECT merchant_id, customer_id, count(*) AS n
+              FROM transactions
+             WHERE type IN ('sale', 'auth') AND status = 'approved' AND created_at >= $1
+               AND parent_id IS NULL AND customer_id IS NOT NULL
+             GROUP BY merchant_id, customer_id) per_customer
+     GROUP BY per_customer.merchant_id, per_customer.n
+    """,
+)
+# Every merchant with its creation time and the creation time of its first approved payment (NULL
+# before it has one): per merchant, the oldest entry of its approved range of
+# `idx_transactions_merchant_status_created` (read backwards, stopped at the first sale/auth).
+MERCHANT_FIRST_PAYMENTS = Query(
+    "payments.merchant_first_payments",
+    Tier.REPORT,
+    """
+    SELECT m.id, m.slug, m.created_at, first_payment.created_at AS first_payment_at
+      FROM merchants m
+      LEFT JOIN LATERAL (
+            SELECT t.created_at
+              FROM transactions t
+             WHERE t.merchant_id = m.id AND t.parent_id IS NULL AND t.status = 'approved'
+               AND t.type IN ('sale', 'auth')
+             ORDER BY t.created_at
+             LIMIT 1
+           ) first_payment ON true
+    """,
+)
+
+
+class CustomerActivity(msgspec.Struct, frozen=True):
+    merchant_id: uuid.UUID
+    payments: int  # approved payments of one customer in the window
+    customers: int  # customers of the merchant with exactly that many
+
+
+class MerchantFirstPayment(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    slug: str
+    created_at: datetime
+    first_payment_at: datetime | None
+
+
+class AggregateRepository:
+    """The REPORT-tier reads of the MON-2 business aggregates (worker only, never per request)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def customer_activity(self, since: datetime) -> list[CustomerActivity]:
+        rows = await self.db.fetch(CUSTOMER_ACTIVITY, since)
+        return [CustomerActivity(r["merchant_id"], int(r["n"]), int(r["customers"])) for r in rows]
+
+    async def merchant_first_payments(self) -> list[MerchantFirstPayment]:
+        rows = await self.db.fetch(MERCHANT_FIRST_PAYMENTS)
+        return [
+            MerchantFirstPayment(r["id"], r["slug"], r["created_at"], r["first_payment_at"]) for r in rows
+        ]

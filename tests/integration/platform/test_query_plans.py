@@ -183,3 +183,19 @@ async def test_cache_warmup_query_is_served_by_the_merchant_created_index(seeded
     assert_indexed(plan)
     scans = {n.get("Index Name") for n in nodes(plan) if n.get("Relation Name") == "transactions"}
     assert scans == {"idx_transactions_merchant_created"}, json.dumps(plan)[:800]
+
+
+async def test_business_aggregate_queries_use_indexes(seeded):
+    """MON-2: the window's approved sales/auths by one range scan of the type/status/created index
+    (the seed spans ~28 hours, so an hour here is the share 30 days are of a long history); each
+    merchant's first payment by its approved range of the merchant/status/created index."""
+    con, _ = seeded
+    plan = await plan_of(con, pay_sql.CUSTOMER_ACTIVITY.sql, datetime.now(UTC) - timedelta(hours=1))
+    assert_indexed(plan)
+    scans = {n.get("Index Name") for n in nodes(plan) if n.get("Index Name")}
+    assert scans == {"idx_transactions_type_status_created"}, json.dumps(plan)[:800]
+    plan = await plan_of(con, pay_sql.MERCHANT_FIRST_PAYMENTS.sql)
+    assert_indexed(plan)
+    scans = {n.get("Index Name") for n in nodes(plan) if n.get("Index Name")}
+    assert scans == {"idx_transactions_merchant_status_created"}, json.dumps(plan)[:800]
+    assert not [n for n in nodes(plan) if n["Node Type"] == "Sort"], json.dumps(plan)[:800]

@@ -237,21 +237,23 @@ SUBSCRIPTION_REVENUE = Counter(
 PAYMENT_METHODS_CREATED = Counter(
     "payment_methods_created_total", "Saved payment methods", ["merchant", "payment_type"]
 )
+# Set by the worker's `payments.business_aggregates` job (payments.aggregates): the last run wins, in
+# whichever process it ran (`max` would keep a dead worker's larger, older value).
 ACTIVE_CUSTOMERS = Gauge(
     "active_customers",
-    "Customers with a payment in 30 days (worker aggregate)",
+    "Customers with an approved payment in the last 30 days (worker aggregate, 5 min)",
     ["merchant"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
 CUSTOMER_TRANSACTION_COUNT = Histogram(
     "customer_transaction_count",
-    "Transactions per customer (worker aggregate)",
+    "Approved payments per active customer in 30 days; each 5-min run observes every active customer",
     ["merchant"],
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
 MERCHANT_TIME_TO_FIRST_PAYMENT = Histogram(
     "merchant_time_to_first_payment_seconds",
-    "From merchant creation to its first approved payment",
+    "From merchant creation to its first approved payment; each 5-min run observes every such merchant",
     buckets=(3600, 21600, 86400, 259200, 604800, 1209600, 2592000),
 )
 # --- resilience extras (SEC-4, A8, RES-9) -----------------------------------------------------------
