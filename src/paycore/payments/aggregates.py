@@ -17,11 +17,17 @@ request. A *payment* is an approved sale or authorization (captures, refunds and
   the same snapshot convention.
 
 Merchant labels are bounded: the slug when it is in `PAYCORE_METRICS_MERCHANT_LABELS`, else `other`.
+
+Several worker instances: each period runs in one of them, so another instance may still export an
+older `active_customers`. `business_aggregates_timestamp_seconds` (set last, `mostrecent`) tells
+which instance published last; queries keep that instance's gauge (docs/observability.md). The
+histograms need nothing: each observation is made once, in one instance, and sums add up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -89,6 +95,7 @@ async def publish(values: BusinessAggregates) -> None:
                     await asyncio.sleep(0)
     for seconds in values.time_to_first_payment:
         m.MERCHANT_TIME_TO_FIRST_PAYMENT.observe(seconds)
+    m.BUSINESS_AGGREGATES_TIMESTAMP.set(time.time())
 
 
 async def run(repo: AggregateRepository, labelled: frozenset[str], now: datetime) -> BusinessAggregates:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -134,6 +135,7 @@ async def test_the_aggregates_from_seeded_payments(labelled_container, clean_db)
         label: histogram("customer_transaction_count", merchant=label) for label in ("acme", "other")
     }
     ttfp_before = histogram("merchant_time_to_first_payment_seconds")
+    started = time.time()
 
     values = await aggregates.run(
         AggregateRepository(labelled_container.db), frozenset({"acme", "ghost"}), NOW
@@ -147,6 +149,7 @@ async def test_the_aggregates_from_seeded_payments(labelled_container, clean_db)
     assert sample("active_customers", merchant="acme") == 2
     assert sample("active_customers", merchant="other") == 2
     assert REGISTRY.get_sample_value("active_customers", {"merchant": "ghost"}) == 0
+    assert sample("business_aggregates_timestamp_seconds") >= started
     # one observation per active customer: acme 4 and 1, other (globex) 2 and 1
     assert delta(histogram("customer_transaction_count", merchant="acme"), tx_before["acme"]) == {
         "count": 2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,8 +50,9 @@ def test_compute_without_allow_list_has_one_label() -> None:
     assert values.payments_per_customer == {} and values.time_to_first_payment == []
 
 
-def test_the_active_customers_gauge_keeps_the_most_recent_value_across_processes() -> None:
+def test_the_aggregate_gauges_keep_the_most_recent_value_across_processes() -> None:
     assert m.ACTIVE_CUSTOMERS._multiprocess_mode == "mostrecent"
+    assert m.BUSINESS_AGGREGATES_TIMESTAMP._multiprocess_mode == "mostrecent"
 
 
 _PUBLISH = """
@@ -80,7 +82,9 @@ def _python(code: str, directory: Path, *args: str) -> str:
 
 def test_worker_values_on_metrics_in_multiprocess_mode(tmp_path: Path) -> None:
     # run 1 in one worker process (it exits), run 2 in another with fewer active customers
+    started = time.time()
     _python(_PUBLISH, tmp_path, "10", "3", "3600")
+    between = time.time()
     _python(_PUBLISH, tmp_path, "6", "30", "7200")
     text = _python(_RENDER, tmp_path)
     samples = {
@@ -107,3 +111,6 @@ def test_worker_values_on_metrics_in_multiprocess_mode(tmp_path: Path) -> None:
     assert samples[("merchant_time_to_first_payment_seconds_count", ())] == 2
     assert samples[("merchant_time_to_first_payment_seconds_sum", ())] == 10800
     assert samples[("merchant_time_to_first_payment_seconds_bucket", (("le", "3600.0"),))] == 1
+    # when this instance last published: the second run's time (one series, no pid)
+    assert between <= samples[("business_aggregates_timestamp_seconds", ())] <= time.time()
+    assert started < between

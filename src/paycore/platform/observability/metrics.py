@@ -251,6 +251,13 @@ CUSTOMER_TRANSACTION_COUNT = Histogram(
     ["merchant"],
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+# With several worker instances only the one that ran the latest period holds current values: select
+# its `active_customers` with this timestamp (docs/observability.md, the executive dashboard).
+BUSINESS_AGGREGATES_TIMESTAMP = Gauge(
+    "business_aggregates_timestamp_seconds",
+    "Unix time this instance last published the business aggregates (payments.business_aggregates)",
+    multiprocess_mode="mostrecent",
+)
 MERCHANT_TIME_TO_FIRST_PAYMENT = Histogram(
     "merchant_time_to_first_payment_seconds",
     "From merchant creation to its first approved payment; each 5-min run observes every such merchant",
