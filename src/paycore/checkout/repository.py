@@ -23,6 +23,7 @@ from paycore.idempotency.model import IdempotencyRequest
 from paycore.idempotency.repository import CLAIM_CTE
 from paycore.payments.repository import TxnRow
 from paycore.platform.db import Connection, Database, Query, Tier
+from paycore.platform.outbox import OUTBOX_COLUMNS, origin
 
 _TXN_FIELDS = TxnRow.__struct_fields__
 _TX_COLUMNS = ", ".join(f"tx.{name}" for name in _TXN_FIELDS)
@@ -214,9 +215,8 @@ SET_PAYMENT_METHOD = Query(
 INSERT_EVENT = Query(
     "checkout.insert_event",
     Tier.SIMPLE,
-    """INSERT INTO outbox_events (id, merchant_id, event_type, aggregate_type, aggregate_id, payload,
-                                  traceparent)
-       VALUES ($1, $2, $3, 'payment', $4, $5, $6)""",
+    f"""INSERT INTO outbox_events ({OUTBOX_COLUMNS})
+       VALUES ($1, $2, $3, 'payment', $4, $5, $6, $7)""",
 )
 
 EXPIRE_DUE = Query(
@@ -379,7 +379,9 @@ class CheckoutRepository:
         payload: Any,
         traceparent: str | None,
     ) -> None:
-        await con.execute(INSERT_EVENT, event_id, merchant_id, event_type, aggregate_id, payload, traceparent)
+        await con.execute(
+            INSERT_EVENT, event_id, merchant_id, event_type, aggregate_id, payload, traceparent, origin()
+        )
 
     async def expire_due(self, now: datetime, limit: int) -> tuple[int, int]:
         row = await self.db.fetchrow(EXPIRE_DUE, now, limit)

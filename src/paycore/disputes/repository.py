@@ -8,6 +8,7 @@ from typing import Any
 
 from paycore.platform.db import Connection, Database, Query, Tier
 from paycore.platform.db.keyset import keyset, listing_name
+from paycore.platform.outbox import OUTBOX_COLUMNS, origin
 
 COLUMNS = """id, merchant_id, case_number, status, gateway_status, dispute_type, reason_code,
     reason_description, reason_category, card_brand, card_last4, tran_nbr, transaction_id, payment_id,
@@ -70,9 +71,8 @@ UPDATE_DISPUTE = Query(
 INSERT_EVENT = Query(
     "disputes.insert_event",
     Tier.SIMPLE,
-    """INSERT INTO outbox_events (id, merchant_id, event_type, aggregate_type, aggregate_id, payload,
-                                 traceparent)
-       VALUES ($1, $2, $3, 'dispute', $4, $5, $6)""",
+    f"""INSERT INTO outbox_events ({OUTBOX_COLUMNS})
+       VALUES ($1, $2, $3, 'dispute', $4, $5, $6, $7)""",
 )
 GET_DISPUTE = Query(
     "disputes.get",
@@ -117,7 +117,7 @@ class DisputeRepository:
         return await con.fetchrow(UPDATE_DISPUTE, *args)
 
     async def insert_event(self, con: Connection, args: tuple[Any, ...]) -> None:
-        await con.execute(INSERT_EVENT, *args)
+        await con.execute(INSERT_EVENT, *args, origin())
 
     async def get(self, dispute_id: uuid.UUID, merchant_id: uuid.UUID) -> Any:
         return await self.db.fetchrow(GET_DISPUTE, dispute_id, merchant_id)

@@ -21,6 +21,7 @@ import msgspec
 
 from paycore.payment_methods.model import PaymentMethod
 from paycore.platform.db import Connection, Database, Query, Tier
+from paycore.platform.outbox import OUTBOX_COLUMNS, origin
 
 COLUMNS: Final = """id, merchant_id, customer_id, payment_type, bric, bric_kind, is_default, is_active,
     verification_status, card_brand, card_last4, exp_month, exp_year, ntid, account_type, account_last4,
@@ -57,15 +58,15 @@ def _event_object(a: str, livemode: str) -> str:
         'created_at', {_ts(f"{a}.created_at")}, 'updated_at', {_ts(f"{a}.updated_at")}))"""
 
 
-def _with_event(update_cte: str, event_param: str, traceparent_param: str) -> str:
+def _with_event(update_cte: str, event_param: str, traceparent_param: str, request_id_param: str) -> str:
     """`WITH u AS (<update … RETURNING *>)` + the outbox event of every returned row when the event
     type parameter is not null; selects the rows."""
     return f"""
     WITH u AS ({update_cte}), ev AS (
-        INSERT INTO outbox_events (id, merchant_id, event_type, aggregate_type, aggregate_id, payload,
-                                   traceparent)
+        INSERT INTO outbox_events ({OUTBOX_COLUMNS})
         SELECT gen_random_uuid(), u.merchant_id, {event_param}, 'payment_method', u.id,
-               {_event_object("u", "mm.environment = 'production'")}, {traceparent_param}
+               {_event_object("u", "mm.environment = 'production'")}, {traceparent_param},
+               {request_id_param}
           FROM u JOIN merchants mm ON mm.id = u.merchant_id
          WHERE {event_param}::text IS NOT NULL
     )
@@ -87,6 +88,7 @@ INSERT = Query(
         RETURNING {COLUMNS}""",
         "$22",
         "$23",
+        "$24",
     ),
 )
 GET = Query(
@@ -155,6 +157,7 @@ SET_ACTIVE = Query(
             RETURNING {COLUMNS}""",
         "$6",
         "$7",
+        "$8",
     ),
 )
 SOFT_DELETE = Query(
@@ -193,6 +196,7 @@ VERIFY_BATCH = Query(
             RETURNING {COLUMNS}""",
         "'payment_method.verified'",
         "$2",
+        "$3",
     ),
 )
 FAIL_VERIFICATION = Query(
@@ -207,6 +211,7 @@ FAIL_VERIFICATION = Query(
             RETURNING {COLUMNS}""",
         "'payment_method.verification_failed'",
         "$4",
+        "$5",
     ),
 )
 COUNT_RETURN = Query(
@@ -223,6 +228,7 @@ COUNT_RETURN = Query(
             RETURNING {COLUMNS}""",
         "$3",
         "$4",
+        "$5",
     ),
 )
 DEACTIVATE_FOR_CHANGE = Query(
@@ -235,6 +241,7 @@ DEACTIVATE_FOR_CHANGE = Query(
             RETURNING {COLUMNS}""",
         "'payment_method.deactivated'",
         "$3",
+        "$4",
     ),
 )
 ACH_TOKENS_EXPIRING = Query(
@@ -424,6 +431,7 @@ class PaymentMethodRepository:
             new.metadata,
             event_type,
             traceparent,
+            origin(),
         )
         assert row is not None
         return to_method(row)
@@ -445,7 +453,7 @@ class PaymentMethodRepository:
         traceparent: str | None,
     ) -> PaymentMethod | None:
         row = await self.db.fetchrow(
-            SET_ACTIVE, method_id, merchant_id, customer_id, active, reason, event_type, traceparent
+            SET_ACTIVE, method_id, merchant_id, customer_id, active, reason, event_type, traceparent, origin()
         )
         return to_method(row) if row is not None else None
 
@@ -466,7 +474,7 @@ class PaymentMethodRepository:
         return [(r["id"], r["merchant_id"], r["customer_id"]) for r in rows]
 
     async def verify_batch(self, ids: list[uuid.UUID], traceparent: str | None) -> list[PaymentMethod]:
-        rows = await self.db.fetch(VERIFY_BATCH, ids, traceparent)
+        rows = await self.db.fetch(VERIFY_BATCH, ids, traceparent, origin())
         return [to_method(r) for r in rows]
 
     async def notify(self, channel: str, payload: str) -> None:
@@ -513,7 +521,7 @@ class PaymentMethodRepository:
     async def fail_verification(
         self, con: Connection, method_id: uuid.UUID, code: str, reason: str, traceparent: str | None
     ) -> PaymentMethod | None:
-        row = await con.fetchrow(FAIL_VERIFICATION, method_id, code, reason, traceparent)
+        row = await con.fetchrow(FAIL_VERIFICATION, method_id, code, reason, traceparent, origin())
         return to_method(row) if row is not None else None
 
     async def count_return(
@@ -524,14 +532,16 @@ class PaymentMethodRepository:
         event_type: str | None,
         traceparent: str | None,
     ) -> PaymentMethod | None:
-        row = await con.fetchrow(COUNT_RETURN, method_id, deactivate_reason, event_type, traceparent)
+        row = await con.fetchrow(
+            COUNT_RETURN, method_id, deactivate_reason, event_type, traceparent, origin()
+        )
         return to_method(row) if row is not None else None
 
     async def deactivate_for_change(
         self, con: Connection, method_id: uuid.UUID, reason: str, traceparent: str | None
     ) -> PaymentMethod | None:
         """A NOC paycore cannot apply: stop the account (not a return: `return_count` unchanged)."""
-        row = await con.fetchrow(DEACTIVATE_FOR_CHANGE, method_id, reason, traceparent)
+        row = await con.fetchrow(DEACTIVATE_FOR_CHANGE, method_id, reason, traceparent, origin())
         return to_method(row) if row is not None else None
 
     async def ach_tokens_expiring(self, before: datetime, limit: int) -> list[PaymentMethod]:

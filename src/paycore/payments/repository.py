@@ -19,6 +19,7 @@ from paycore.idempotency.repository import CLAIM_CTE
 from paycore.payments.model import Entry, Group, TxStatus, TxType
 from paycore.platform.db import Connection, Database, Query, Tier
 from paycore.platform.db.keyset import keyset, listing_name
+from paycore.platform.outbox import OUTBOX_COLUMNS, origin
 
 _COLUMNS = """id, merchant_id, group_id, parent_id, depth, type, payment_type, status, source, amount,
     currency, tran_nbr, tran_type, batch_id, orig_auth_guid, auth_guid, auth_resp, auth_code,
@@ -154,7 +155,7 @@ INSERT_TRANSACTION = Query(
 RECORD_OUTCOME = Query(
     "payments.record_outcome",
     Tier.SIMPLE,
-    """
+    f"""
     WITH t AS (
         UPDATE transactions
            SET status = $2, auth_guid = $3, auth_resp = $4, auth_code = $5, auth_resp_text = $6,
@@ -183,9 +184,9 @@ RECORD_OUTCOME = Query(
          WHERE resource_id = $1 AND (status = 'in_flight' OR response_status = 202)
            AND $18::int IS NULL AND $20 AND EXISTS (SELECT 1 FROM t)
     ), event AS (
-        INSERT INTO outbox_events (id, merchant_id, event_type, aggregate_type, aggregate_id, payload,
-                                   traceparent)
-        SELECT $21, t.merchant_id, $22, 'payment', t.group_id, $23, $24 FROM t WHERE $22::text IS NOT NULL
+        INSERT INTO outbox_events ({OUTBOX_COLUMNS})
+        SELECT $21, t.merchant_id, $22, 'payment', t.group_id, $23, $24, $25
+          FROM t WHERE $22::text IS NOT NULL
     )
     SELECT updated_at FROM t
     """,
@@ -320,8 +321,8 @@ class PaymentRepository:
 
     async def record_outcome(self, con: Connection | None, args: tuple[Any, ...]) -> datetime | None:
         if con is None:
-            return await self.db.fetchval(RECORD_OUTCOME, *args)  # type: ignore[no-any-return]
-        return await con.fetchval(RECORD_OUTCOME, *args)  # type: ignore[no-any-return]
+            return await self.db.fetchval(RECORD_OUTCOME, *args, origin())  # type: ignore[no-any-return]
+        return await con.fetchval(RECORD_OUTCOME, *args, origin())  # type: ignore[no-any-return]
 
     async def mark_unknown(self, txn_id: uuid.UUID, reason: str, attempts: int) -> None:
         await self.db.execute(MARK_UNKNOWN, txn_id, reason, attempts)

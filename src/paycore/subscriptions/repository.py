@@ -18,6 +18,7 @@ import msgspec
 
 from paycore.platform.db import Connection, Database, Query, Tier
 from paycore.platform.db.keyset import keyset, listing_name
+from paycore.platform.outbox import OUTBOX_COLUMNS, origin
 from paycore.subscriptions.model import Subscription
 
 COLUMNS: Final = """id, merchant_id, customer_id, payment_method_id, status, amount, currency, interval_unit,
@@ -128,10 +129,9 @@ CLAIM_DUE = Query(
 EVENT = Query(
     "subscriptions.event",
     Tier.SIMPLE,
-    """
-    INSERT INTO outbox_events (id, merchant_id, event_type, aggregate_type, aggregate_id, payload,
-                               traceparent)
-    VALUES ($1, $2, $3, 'subscription', $4, $5, $6)
+    f"""
+    INSERT INTO outbox_events ({OUTBOX_COLUMNS})
+    VALUES ($1, $2, $3, 'subscription', $4, $5, $6, $7)
     """,
 )
 
@@ -321,7 +321,9 @@ class SubscriptionRepository:
         payload: Any,
         traceparent: str | None,
     ) -> None:
-        await con.execute(EVENT, event_id, merchant_id, event_type, subscription_id, payload, traceparent)
+        await con.execute(
+            EVENT, event_id, merchant_id, event_type, subscription_id, payload, traceparent, origin()
+        )
 
     async def list_subscriptions(
         self,

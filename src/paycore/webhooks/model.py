@@ -93,13 +93,20 @@ def signature_header(keys: Sequence[bytes], msg_id: str, timestamp: int, body: b
     return " ".join(signature(key, msg_id, timestamp, body) for key in keys)
 
 
-def headers(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
+def headers(
+    keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes, request_id: str | None = None
+) -> dict[str, str]:
+    """The Standard Webhooks headers, plus `X-Request-ID` of the API request that caused the event
+    (LOG-2; outside the signature, like every header but the three signed values)."""
+    out = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(keys, msg_id, timestamp, body),
         "content-type": "application/json",
     }
+    if request_id:
+        out["x-request-id"] = request_id
+    return out
 
 
 # --- delivery outcomes and the retry schedule (RES-4) ---------------------------------------------

@@ -45,6 +45,7 @@ class EventRow:
     created_at: datetime
     livemode: bool
     traceparent: str | None = None
+    request_id: str | None = None  # LOG-2: the request that wrote it (sent as X-Request-ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,7 @@ EVENTS_BY_IDS = Query(
     "webhooks.events_by_ids",
     Tier.SIMPLE,
     """SELECT e.id, e.merchant_id, e.event_type, e.payload, e.created_at,
-              m.environment = 'production' AS livemode, e.traceparent
+              m.environment = 'production' AS livemode, e.traceparent, e.request_id
          FROM outbox_events e JOIN merchants m ON m.id = e.merchant_id
         WHERE e.id = ANY($1::uuid[])""",
 )

@@ -479,7 +479,7 @@ class WebhookService:
             if result is None:
                 keys = self._signing_keys(endpoint)
                 timestamp = int(self.clock.now().timestamp())
-                headers = model.headers(keys, str(event.id), timestamp, body)
+                headers = model.headers(keys, str(event.id), timestamp, body, event.request_id)
                 async with fan_out, self.bulkhead.slot():
                     result = await post(self.session, endpoint.url, body, headers, self.config.timeout)
             m.WEBHOOK_DURATION.labels(label).observe(result.duration)

@@ -221,10 +221,12 @@ async def test_lookups_and_listings_use_their_indexes(con):
         "idx_payment_methods_prenote_transaction",
     )
     assert_indexed((await explain(con, pm_sql.SET_DEFAULT.sql, pid, mid, cid))["Plan"])
-    assert_indexed((await explain(con, pm_sql.SET_ACTIVE.sql, pid, mid, cid, False, "x", None, None))["Plan"])
+    assert_indexed(
+        (await explain(con, pm_sql.SET_ACTIVE.sql, pid, mid, cid, False, "x", None, None, None))["Plan"]
+    )
     assert_indexed((await explain(con, pm_sql.SOFT_DELETE.sql, pid, mid, cid))["Plan"])
     assert_indexed((await explain(con, pm_sql.TOUCH.sql, pid, datetime.now(UTC)))["Plan"])
-    assert_indexed((await explain(con, pm_sql.VERIFY_BATCH.sql, [pid], None))["Plan"])
+    assert_indexed((await explain(con, pm_sql.VERIFY_BATCH.sql, [pid], None, None))["Plan"])
     assert_indexed(
         (await explain(con, pm_sql.PURGE_DELETED.sql, 90, 1000))["Plan"], "idx_payment_methods_deleted"
     )
@@ -237,7 +239,7 @@ async def test_lookups_and_listings_use_their_indexes(con):
             "Plan"
         ]
     )
-    assert_indexed((await explain(con, pm_sql.DEACTIVATE_FOR_CHANGE.sql, pid, "x", None))["Plan"])
+    assert_indexed((await explain(con, pm_sql.DEACTIVATE_FOR_CHANGE.sql, pid, "x", None, None))["Plan"])
     tran = (await explain(con, pm_sql.TRANSACTION_BY_TRAN_NBR.sql, mid, 1234567890))["Plan"]
     assert "uq_transactions_merchant_tran_nbr" in json.dumps(tran)
     returns = (
