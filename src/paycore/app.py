@@ -279,6 +279,7 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, flags: FeatureFlags):  #
         if container.admin is not None:
             await container.admin.load_flags_at_start()  # stored kill-switch overrides, before serving
         container.start_background()
+        container.start_cache_warmup()  # CACHE-1: busiest merchants, in the background (never awaited)
         if container.listener is not None:  # serve only once admin commands can be heard
             await container.listener.wait_listening(5.0)
         runtime.start_runtime_monitors(container.tasks)

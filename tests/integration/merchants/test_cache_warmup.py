@@ -11,6 +11,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from paycore.app import create_app
 from paycore.bootstrap import Container, build_merchant_directory
 from paycore.config import load_settings
 from paycore.gateway.port import MerchantKey
@@ -19,6 +20,8 @@ from paycore.merchants.repository import MerchantRepository
 from paycore.merchants.service import MerchantDirectory
 from paycore.platform.db.pool import create_database
 from paycore.platform.tasks import TaskSupervisor
+from tests.integration.resilience.asgi import lifespan
+from tests.support.stack import stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +151,15 @@ async def test_the_container_warms_in_a_supervised_task_without_waiting(containe
     release.set()
     assert await container.tasks.drain(5.0)
     assert container.merchants.merchants.get(busy) is not None
+
+
+async def test_the_api_warms_its_merchant_cache_at_start(clean_db, epx_sim, directory, monkeypatch):
+    [busy] = await merchants_with_payments(directory, clean_db, [3])
+    monkeypatch.setattr("paycore.app.configure_logging", lambda *args, **kwargs: None)
+    async with lifespan(create_app(stack_settings(clean_db, epx_sim))) as app:
+        container: Container = app.state.container
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while not container.merchants.merchants.has_fresh(busy):
+            assert loop.time() < deadline, "the busiest merchant was not loaded at start"
+            await asyncio.sleep(0.02)
