@@ -404,7 +404,9 @@ async def test_breaker_opens_after_five_failing_calls(
     trace = CallTrace()
     started = time.perf_counter()
     result = await client.process(sale(), trace=trace)
-    assert time.perf_counter() - started < 0.005
+    # fast: no socket, no timeout waited (the < 1 ms itself is measured by the benchmarks; a loaded
+    # CI machine must not turn a scheduling hiccup into a failure)
+    assert time.perf_counter() - started < 0.25
     assert (result.outcome, result.error_code, result.attempts) == ("failed", "circuit_open", 0)
     assert not trace.may_have_reached_gateway
     assert (server.accepted, len(server.received)) == (accepted, received)
