@@ -102,7 +102,7 @@ async def test_a_slow_body_is_cut_with_408_and_never_processed() -> None:
     assert headers["content-type"] == "application/problem+json"
     assert headers["connection"] == "close"
     assert not app.processed
-    assert 0.3 <= elapsed < 0.6
+    assert 0.3 <= elapsed < 1.5  # not before the deadline; the upper bound only catches a hang
 
 
 async def test_a_client_that_never_starts_its_body_is_cut_too() -> None:
@@ -128,7 +128,7 @@ async def test_a_body_within_the_deadline_is_served() -> None:
 async def test_requests_without_a_body_are_not_concerned() -> None:
     app = BodyApp()  # reads `receive` once: the envelope answers an empty body at once
     status, _, body, elapsed = await drive(envelope(app, body_read_timeout=0.05), [], method="GET")
-    assert status == 200 and body == b"0" and elapsed < 0.05
+    assert status == 200 and body == b"0"  # a 0.05 s body deadline would have answered 408
     slow_handler = BodyApp(read=False)
 
     async def handler_slower_than_the_body_deadline(scope: dict[str, Any], receive: Any, send: Any) -> None:
