@@ -26,7 +26,7 @@ def plans_db():
     import asyncio
     import os
 
-    name = f"paycore_plans_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    name = f"paycore_plans_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
     dsn = asyncio.run(test_db.create_database(name))
     asyncio.run(_seed(dsn))
     yield dsn
