@@ -31,6 +31,17 @@ _structlog_configure = structlog.configure
 structlog.configure = _configure_uncached  # type: ignore[assignment]
 
 
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    # An in-process app also filters below PAYCORE_LOG_LEVEL (warning here) in its wrapper class,
+    # which `capture_logs()` keeps: a later test of the worker capturing INFO would see nothing,
+    # depending on how xdist distributed the tests. Each test starts from the configuration the
+    # previous one found.
+    saved = structlog.get_config()
+    yield
+    _structlog_configure(**saved)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # RES-M1: integration, e2e and chaos tests fail when they leave tasks, pools, sessions or
     # database backends behind (tests/support/leaks.py).
