@@ -127,7 +127,7 @@ async def test_a_body_within_the_deadline_is_served() -> None:
 
 async def test_requests_without_a_body_are_not_concerned() -> None:
     app = BodyApp()  # reads `receive` once: the envelope answers an empty body at once
-    status, _, body, elapsed = await drive(envelope(app, body_read_timeout=0.05), [], method="GET")
+    status, _, body, _ = await drive(envelope(app, body_read_timeout=0.05), [], method="GET")
     assert status == 200 and body == b"0"  # a 0.05 s body deadline would have answered 408
     slow_handler = BodyApp(read=False)
 
