@@ -19,10 +19,9 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from paycore.app import create_app
-from paycore.bootstrap import build_merchant_directory
-from paycore.platform.db.pool import create_database
+from tests.support.merchants import seed_merchant
 from tests.support.stack import stack_settings
-from tests.support.tokens import SANDBOX_KEY, mint_token
+from tests.support.tokens import mint_token
 
 pytestmark = pytest.mark.integration
 
@@ -168,18 +167,10 @@ async def _seed(dsn: str, merchant_id: uuid.UUID) -> uuid.UUID:
 @pytest.fixture
 async def api(clean_db: str, epx_sim: Any) -> AsyncIterator[Api]:
     settings = stack_settings(clean_db, epx_sim)
-    db = await create_database(settings, clean_db, min_size=1, max_size=2)
-    try:
-        directory = build_merchant_directory(settings, db)
-        merchant = await directory.create_merchant(
-            slug="counts", name="Counts", environment="sandbox", epx=SANDBOX_KEY, mac_secret="test-mac"
-        )
-        key = await directory.create_api_key(merchant.id)
-    finally:
-        await db.pool.close()
+    merchant, secret = await seed_merchant(settings, clean_db, slug="counts", name="Counts")
     app = create_app(settings)
     async with AsyncTestClient(app=app) as client:
-        yield Api(client, key.secret, merchant.id)
+        yield Api(client, secret, merchant.id)
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from paycore.app import create_app
-from paycore.bootstrap import build_merchant_directory
-from paycore.platform.db.pool import create_database
 from paycore.platform.observability import tracing
+from tests.support.merchants import seed_merchant
 from tests.support.stack import stack_settings
-from tests.support.tokens import SANDBOX_KEY
 
 
 @pytest.fixture
@@ -41,16 +39,8 @@ async def inproc_api(clean_db: str, epx_sim: Any, spans: InMemorySpanExporter) -
     """The full ASGI app (middleware, lifespan, container) in this process, one sandbox merchant;
     spans go to `spans`."""
     settings = stack_settings(clean_db, epx_sim)
-    db = await create_database(settings, clean_db, min_size=1, max_size=2)
-    try:
-        directory = build_merchant_directory(settings, db)
-        merchant = await directory.create_merchant(
-            slug="acme", name="Acme", environment="sandbox", epx=SANDBOX_KEY, mac_secret="test-mac"
-        )
-        key = await directory.create_api_key(merchant.id)
-    finally:
-        await db.pool.close()
+    merchant, secret = await seed_merchant(settings, clean_db)
     app = create_app(settings)
     tracing.configure_tracing(1.0, exporter=spans)  # create_app installed the settings' provider
     async with AsyncTestClient(app=app) as client:
-        yield InProcessApi(client, key.secret, str(merchant.id))
+        yield InProcessApi(client, secret, str(merchant.id))

@@ -7,11 +7,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from paycore.app import create_app
-from paycore.bootstrap import Container, build_merchant_directory
-from paycore.platform.db.pool import create_database
+from paycore.bootstrap import Container
 from tests.integration.payment_methods.helpers import Recorder
+from tests.support.merchants import seed_merchant
 from tests.support.stack import stack_settings
-from tests.support.tokens import SANDBOX_KEY
 
 
 @pytest.fixture
@@ -46,15 +45,7 @@ class InProcessApi:
 @pytest.fixture
 async def api(clean_db: str, epx_sim: Any) -> AsyncIterator[InProcessApi]:
     settings = stack_settings(clean_db, epx_sim)
-    db = await create_database(settings, clean_db, min_size=1, max_size=2)
-    try:
-        directory = build_merchant_directory(settings, db)
-        merchant = await directory.create_merchant(
-            slug="acme", name="Acme", environment="sandbox", epx=SANDBOX_KEY, mac_secret="test-mac"
-        )
-        key = await directory.create_api_key(merchant.id)
-    finally:
-        await db.pool.close()
+    merchant, secret = await seed_merchant(settings, clean_db)
     app = create_app(settings)
     async with AsyncTestClient(app=app) as client:
-        yield InProcessApi(client, key.secret, str(merchant.id), app)
+        yield InProcessApi(client, secret, str(merchant.id), app)

@@ -14,12 +14,11 @@ from litestar.testing import AsyncTestClient
 from standardwebhooks.webhooks import Webhook
 
 from paycore.app import create_app
-from paycore.bootstrap import build_merchant_directory
 from paycore.platform.db import Query, Tier
-from paycore.platform.db.pool import create_database
 from tests.integration.webhooks.conftest import WEBHOOK_ENV, add_event
+from tests.support.merchants import seed_merchant
 from tests.support.stack import stack_settings
-from tests.support.tokens import SANDBOX_KEY, mint_token
+from tests.support.tokens import mint_token
 
 pytestmark = pytest.mark.integration
 
@@ -51,18 +50,10 @@ async def worker(make_container: Any) -> Any:
 @pytest.fixture
 async def app(clean_db: str, epx_sim: Any) -> AsyncIterator[App]:
     settings = stack_settings(clean_db, epx_sim, **WEBHOOK_ENV)
-    db = await create_database(settings, clean_db, min_size=1, max_size=2)
-    try:
-        directory = build_merchant_directory(settings, db)
-        merchant = await directory.create_merchant(
-            slug="acme", name="Acme", environment="sandbox", epx=SANDBOX_KEY, mac_secret="test-mac"
-        )
-        key = await directory.create_api_key(merchant.id)
-    finally:
-        await db.pool.close()
+    _, secret = await seed_merchant(settings, clean_db)
     litestar_app = create_app(settings)
     async with AsyncTestClient(app=litestar_app) as client:
-        yield App(client, litestar_app, key.secret)
+        yield App(client, litestar_app, secret)
 
 
 async def _deliver_until(worker: Any, receiver: Any, count: int) -> None:
