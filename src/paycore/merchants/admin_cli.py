@@ -90,6 +90,17 @@ def _parse_expiry(text: str) -> datetime:
     return parsed
 
 
+async def _merchant_id(directory: MerchantDirectory, ref: str) -> uuid.UUID:
+    """A merchant named by id or slug; an unknown one ends the command."""
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        found = await directory.get_by_slug(ref)
+        if found is None:
+            raise SystemExit(f"paycore admin: no merchant {ref!r}") from None
+        return found.id
+
+
 async def _run_service_auth(args: argparse.Namespace, directory: MerchantDirectory) -> int | None:
     """The service-credential commands; None when `args` is not one of them."""
     cmd = args.admin_command
@@ -101,13 +112,7 @@ async def _run_service_auth(args: argparse.Namespace, directory: MerchantDirecto
         return found.id
 
     async def merchant_id(ref: str) -> uuid.UUID:
-        try:
-            return uuid.UUID(ref)
-        except ValueError:
-            found = await directory.get_by_slug(ref)
-            if found is None:
-                raise SystemExit(f"paycore admin: no merchant {ref!r}") from None
-            return found.id
+        return await _merchant_id(directory, ref)
 
     if cmd == "create-service-client":
         try:
@@ -168,13 +173,7 @@ async def _run(args: argparse.Namespace) -> int:
         directory = build_merchant_directory(settings, db)
 
         async def merchant_id(ref: str) -> uuid.UUID:
-            try:
-                return uuid.UUID(ref)
-            except ValueError:
-                found = await directory.get_by_slug(ref)
-                if found is None:
-                    raise SystemExit(f"paycore admin: no merchant {ref!r}") from None
-                return found.id
+            return await _merchant_id(directory, ref)
 
         cmd = args.admin_command
         if cmd == "create-merchant":
