@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -40,14 +43,24 @@ class Api:
         return headers
 
 
-@pytest.fixture
-async def api(clean_db, epx_sim):
-    env = stack_env(clean_db, epx_sim)
+@contextlib.asynccontextmanager
+async def serve_api(clean_db: str, epx_sim: Any, **extra_env: str) -> AsyncIterator[Api]:
+    """`paycore serve` on the test database and simulator, one sandbox merchant and its key;
+    `extra_env` adds or overrides settings."""
+    env = stack_env(clean_db, epx_sim, **extra_env)
     _, api_key = await _seed_merchant(env)
     server = ServerProcess(env)
     await asyncio.to_thread(server.start)
-    yield Api(server, api_key, env)
-    server.kill()
+    try:
+        yield Api(server, api_key, env)
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+async def api(clean_db, epx_sim):
+    async with serve_api(clean_db, epx_sim) as served:
+        yield served
 
 
 @pytest.fixture

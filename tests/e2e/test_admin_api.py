@@ -22,7 +22,7 @@ from paycore.admin.repository import AdminRepository
 from paycore.admin.service import AdminTokens
 from paycore.config import load_settings
 from paycore.platform.db.pool import create_database
-from tests.e2e.conftest import Api, _seed_merchant
+from tests.e2e.conftest import _seed_merchant, serve_api
 from tests.integration.webhooks.receiver import Receiver
 from tests.integration.worker.process import WorkerProcess
 from tests.support.stack import ServerProcess, stack_env
@@ -190,12 +190,8 @@ async def test_breaker_force_open_and_reset_reach_both_server_workers(clean_db, 
 
 @pytest.fixture
 async def api(clean_db, epx_sim):
-    env = stack_env(clean_db, epx_sim, PAYCORE_WEBHOOK_ALLOW_PRIVATE="true")
-    _, api_key = await _seed_merchant(env)
-    server = ServerProcess(env)
-    await asyncio.to_thread(server.start)
-    yield Api(server, api_key, env)
-    server.kill()
+    async with serve_api(clean_db, epx_sim, PAYCORE_WEBHOOK_ALLOW_PRIVATE="true") as served:
+        yield served
 
 
 async def test_webhook_kill_switch_holds_deliveries_in_the_worker_and_releases_the_backlog(api, http, token):

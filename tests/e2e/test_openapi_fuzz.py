@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Api, _seed_merchant
-from tests.support.stack import ServerProcess, stack_env
+from tests.e2e.conftest import serve_api
 
 pytestmark = pytest.mark.e2e
 
@@ -43,12 +42,8 @@ def st_binary() -> str:
 @pytest.fixture
 async def fuzz_api(clean_db, epx_sim):
     """A server like `api`'s, with the rate limits off: the fuzzer sends thousands of requests."""
-    env = {**stack_env(clean_db, epx_sim), "PAYCORE_RATE_LIMIT_ENABLED": "false"}
-    _, api_key = await _seed_merchant(env)
-    server = ServerProcess(env)
-    await asyncio.to_thread(server.start)
-    yield Api(server, api_key, env)
-    server.kill()
+    async with serve_api(clean_db, epx_sim, PAYCORE_RATE_LIMIT_ENABLED="false") as served:
+        yield served
 
 
 async def test_schemathesis_finds_no_failure(fuzz_api, tmp_path) -> None:

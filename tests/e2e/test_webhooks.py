@@ -10,10 +10,9 @@ import uuid
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.conftest import Api, _seed_merchant
+from tests.e2e.conftest import serve_api
 from tests.integration.webhooks.receiver import Receiver
 from tests.integration.worker.process import WorkerProcess
-from tests.support.stack import ServerProcess, stack_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("worker_process")]
 
@@ -21,12 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("worker_process")]
 @pytest.fixture
 async def api(clean_db, epx_sim):
     """`paycore serve` that accepts loopback receivers (the explicit development setting)."""
-    env = stack_env(clean_db, epx_sim, PAYCORE_WEBHOOK_ALLOW_PRIVATE="true")
-    _, api_key = await _seed_merchant(env)
-    server = ServerProcess(env)
-    await asyncio.to_thread(server.start)
-    yield Api(server, api_key, env)
-    server.kill()
+    async with serve_api(clean_db, epx_sim, PAYCORE_WEBHOOK_ALLOW_PRIVATE="true") as served:
+        yield served
 
 
 async def test_payment_webhook_delivered_by_the_worker(api, http, token):
