@@ -9,7 +9,6 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.config.compression import CompressionConfig
@@ -32,7 +31,7 @@ from paycore.config import Settings, load_settings
 from paycore.disputes.api import DisputeController
 from paycore.disputes.service import DisputeService
 from paycore.idempotency.model import Replay
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.errors import PaycoreError
 from paycore.merchants.model import Principal, looks_like_jwt
 from paycore.middleware import RequestEnvelope
@@ -56,12 +55,11 @@ from paycore.webhooks.api import EventController, WebhookEndpointController
 from paycore.webhooks.service import WebhookService
 
 log = structlog.get_logger("paycore.app")
-_encode = msgspec.json.Encoder().encode
 
 
 def _problem(exc: PaycoreError) -> Response[bytes]:
     return Response(
-        content=_encode(exc.problem(current_request_id())),
+        content=codec.encode(exc.problem(current_request_id())),
         status_code=exc.status,
         media_type="application/problem+json",
         headers=exc.headers,
@@ -241,7 +239,7 @@ async def metrics_endpoint() -> Response[bytes]:
 def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
     cached = request.app.state.get("openapi_bytes")
     if cached is None:
-        cached = _encode(
+        cached = codec.encode(
             describe_conditional_gets(complete_problem_responses(request.app.openapi_schema.to_schema()))
         )
         request.app.state.openapi_bytes = cached

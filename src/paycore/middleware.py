@@ -12,10 +12,9 @@ import time
 import uuid
 from typing import Any, Final
 
-import msgspec
 import structlog
 
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.errors import PaycoreError
 from paycore.platform.context import request_id_var
 from paycore.platform.db.database import query_counter
@@ -30,11 +29,10 @@ log = structlog.get_logger("paycore.http")
 ASGIApp = Any
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 ALWAYS_SERVED: Final = frozenset({"/healthz", "/readyz", "/metrics", "/health"})
-_encode = msgspec.json.Encoder().encode
 
 
 async def send_problem(send: Any, exc: PaycoreError, request_id: str | None) -> None:
-    body = _encode(exc.problem(request_id))
+    body = codec.encode(exc.problem(request_id))
     headers = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),

@@ -29,7 +29,6 @@ from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import msgspec
 import structlog
 
 from paycore.checkout import model, schemas
@@ -40,7 +39,7 @@ from paycore.gateway.epx.key_exchange import KeyExchangeClient, KeyExchangeError
 from paycore.idempotency.model import IdempotencyRequest, Replay, decide
 from paycore.idempotency.repository import IdempotencyRepository
 from paycore.idempotency.service import ServiceResponse
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
@@ -57,7 +56,6 @@ from paycore.platform.resilience import deadline as dl
 from paycore.platform.tasks import TaskSupervisor
 
 log = structlog.get_logger("paycore.checkout")
-_encode = msgspec.json.Encoder().encode
 MAX_TRAN_NBR_TRIES: Final = 5
 
 SESSION_NOT_FOUND = errors.register("checkout_session_not_found", 404, "No such checkout session")
@@ -203,7 +201,7 @@ class CheckoutService:
             ),
             expires_at=expires_at,
         )
-        return _encode(form)
+        return codec.encode(form)
 
     async def _tac(self, client: KeyExchangeClient, mac: SecretStr, session: SessionRow) -> SecretStr:
         txn = session.txn

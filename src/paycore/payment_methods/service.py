@@ -47,7 +47,7 @@ from paycore.gateway.port import (
 )
 from paycore.idempotency.model import IdempotencyRequest
 from paycore.idempotency.service import Idempotency, ServiceResponse
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
@@ -66,7 +66,6 @@ from paycore.platform.tasks import TaskSupervisor
 
 log = structlog.get_logger("paycore.payment_methods")
 
-_encode = msgspec.json.Encoder().encode
 MAX_TRAN_NBR_TRIES: Final = 5
 TOUCH_TIMEOUT: Final = 5.0
 _MAX_SWEEP_BATCHES: Final = 1000
@@ -451,7 +450,7 @@ class PaymentMethodService:
             },
         )
         stored = ServiceResponse(
-            spec.status, _encode(problem.problem(current_request_id())), "application/problem+json"
+            spec.status, codec.encode(problem.problem(current_request_id())), "application/problem+json"
         )
         async with self.db.transaction() as con:
             if before is not None:
@@ -473,7 +472,7 @@ class PaymentMethodService:
             for txn_id, result, status in records:
                 await self.repo.record_zero_dollar(con, self._outcome_args(txn_id, result, status, new.id))
             pm = await self.repo.insert(con, new, "payment_method.created", tracing.current_traceparent())
-            stored = ServiceResponse(201, _encode(self._out(pm, principal)))
+            stored = ServiceResponse(201, codec.encode(self._out(pm, principal)))
             await self.idempotency.complete(con, merchant.id, idem.key, stored, pm.id)
         await self._invalidate([pm])
         m.PAYMENT_METHODS_CREATED.labels(self.merchant_label(merchant.slug), pm.payment_type).inc()

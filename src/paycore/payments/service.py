@@ -42,7 +42,7 @@ from paycore.gateway.port import (
 from paycore.idempotency.model import IdempotencyRequest, Replay, StoredOutcome, decide
 from paycore.idempotency.repository import IdempotencyRepository
 from paycore.idempotency.service import ServiceResponse
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
@@ -63,7 +63,6 @@ from paycore.platform.tasks import TaskSupervisor
 
 log = structlog.get_logger("paycore.payments")
 
-_encode = msgspec.json.Encoder().encode
 MAX_TRAN_NBR_TRIES: Final = 5
 
 
@@ -85,7 +84,7 @@ class Timeouts:
 
 
 def _problem_body(exc: PaycoreError) -> bytes:
-    return _encode(exc.problem(current_request_id()))
+    return codec.encode(exc.problem(current_request_id()))
 
 
 _EVENTS: Final = {
@@ -729,9 +728,9 @@ class PaymentService:
         body_obj: Any = payment if is_root else schemas.operation_out(row, payment)
         status = row.status
         if status == "approved":
-            return ServiceResponse(201 if row.type != "void" else 200, _encode(body_obj)), False
+            return ServiceResponse(201 if row.type != "void" else 200, codec.encode(body_obj)), False
         if status == "unknown":
-            return ServiceResponse(202, _encode(body_obj)), False
+            return ServiceResponse(202, codec.encode(body_obj)), False
         if status == "declined":
             spec = errors.CARD_DECLINED
             detail = "The payment was declined by the issuer"

@@ -42,7 +42,7 @@ import structlog
 
 from paycore.idempotency.model import IdempotencyRequest
 from paycore.idempotency.service import Idempotency, ServiceResponse
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
@@ -59,7 +59,6 @@ from paycore.subscriptions.model import ClaimAction, Outcome, Subscription
 from paycore.subscriptions.repository import ChargeRow, NewCharge, SubscriptionRepository
 
 log = structlog.get_logger("paycore.subscriptions")
-_encode = msgspec.json.Encoder().encode
 _MAX_BATCHES: Final = 1000
 
 
@@ -197,7 +196,9 @@ class SubscriptionService:
         )
 
     def _response(self, sub: Subscription, principal: Principal, status: int = 200) -> ServiceResponse:
-        return ServiceResponse(status, _encode(schemas.subscription_out(sub, livemode=principal.livemode)))
+        return ServiceResponse(
+            status, codec.encode(schemas.subscription_out(sub, livemode=principal.livemode))
+        )
 
     # ------------------------------------------------------------------ create
     async def create(

@@ -28,10 +28,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-import msgspec
 import structlog
 
-from paycore.kernel import errors
+from paycore.kernel import codec, errors
 from paycore.kernel.clock import Clock
 from paycore.kernel.errors import PaycoreError
 from paycore.kernel.ids import uuid7
@@ -48,7 +47,6 @@ from paycore.webhooks.delivery import AttemptResult, Bulkhead, post
 from paycore.webhooks.repository import DeliveryRow, EndpointRow, EventRow, WebhookRepository
 
 log = structlog.get_logger("paycore.webhooks")
-_encode = msgspec.json.Encoder().encode
 
 ENDPOINT_NOT_FOUND = errors.register("webhook_endpoint_not_found", 404, "No such webhook endpoint")
 EVENT_NOT_FOUND = errors.register("event_not_found", 404, "No such event (events are kept 30 days)")
@@ -406,7 +404,7 @@ class WebhookService:
             for d in deliveries:
                 await self.repo.cancel_delivery(d.id, token, "event no longer exists")
             return
-        body = _encode(self._event_out(event, event.livemode))  # encoded once, signed per endpoint
+        body = codec.encode(self._event_out(event, event.livemode))  # encoded once, signed per endpoint
         fan_out = asyncio.Semaphore(self.config.event_concurrency)
         traceparent_token = traceparent_var.set(event.traceparent)
         try:

@@ -6,32 +6,29 @@ import asyncio
 from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 
 from paycore.config import Settings
+from paycore.kernel import codec
 from paycore.platform.db.database import Database, Query, Tier, TierTimeouts
 from paycore.platform.observability import metrics as m
 
 log = structlog.get_logger("paycore.db.pool")
-
-_json_encode = msgspec.json.Encoder().encode
-_json_decode = msgspec.json.Decoder().decode
 
 
 async def _init_connection(con: asyncpg.Connection) -> None:
     # JSONB through msgspec (MEM-16): encode to text, decode from text.
     await con.set_type_codec(
         "jsonb",
-        encoder=lambda v: _json_encode(v).decode(),
-        decoder=_json_decode,
+        encoder=lambda v: codec.encode(v).decode(),
+        decoder=codec.decode,
         schema="pg_catalog",
         format="text",
     )
     await con.set_type_codec(
         "json",
-        encoder=lambda v: _json_encode(v).decode(),
-        decoder=_json_decode,
+        encoder=lambda v: codec.encode(v).decode(),
+        decoder=codec.decode,
         schema="pg_catalog",
         format="text",
     )
